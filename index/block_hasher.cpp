@@ -1,0 +1,110 @@
+#include "index/block_hasher.h"
+
+#include "snapshots/sys_error.h"
+
+#include <linux/fiemap.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <stdexcept>
+
+namespace snapdedupe {
+
+namespace {
+
+constexpr uint32_t kNotDedupable = FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLOC | FIEMAP_EXTENT_DATA_INLINE |
+                                   FIEMAP_EXTENT_UNWRITTEN | FIEMAP_EXTENT_NOT_ALIGNED |
+                                   FIEMAP_EXTENT_DATA_ENCRYPTED | FIEMAP_EXTENT_DATA_TAIL;
+
+// Block starts covering `ranges`, aligned to kBlockSize and deduplicated, in order.
+std::vector<uint64_t> block_starts(uint64_t file_size, const std::vector<FileRange>& ranges)
+{
+    std::vector<uint64_t> starts;
+    for (const FileRange& r : ranges) {
+        if (r.length == 0 || r.offset >= file_size)
+            continue;
+        uint64_t end = std::min(file_size, r.offset + r.length);
+        for (uint64_t b = r.offset / kBlockSize * kBlockSize; b < end; b += kBlockSize)
+            starts.push_back(b);
+    }
+    std::sort(starts.begin(), starts.end());
+    starts.erase(std::unique(starts.begin(), starts.end()), starts.end());
+    return starts;
+}
+
+// Whether [begin, end) is covered without gaps by dedupable extents from `extents`.
+bool fully_backed(const std::vector<FileExtent>& extents, uint64_t begin, uint64_t end)
+{
+    uint64_t pos = begin;
+    for (const FileExtent& e : extents) {
+        if (e.logical + e.length <= pos)
+            continue;
+        if (e.logical > pos || (e.flags & kNotDedupable))
+            return false;
+        pos = e.logical + e.length;
+        if (pos >= end)
+            return true;
+    }
+    return false;
+}
+
+} // namespace
+
+std::vector<DataBlock> dedupable_blocks(int fd, uint64_t file_size, const std::vector<FileRange>& ranges,
+                                        const std::string& name)
+{
+    std::vector<uint64_t> starts = block_starts(file_size, ranges);
+    if (starts.empty())
+        return {};
+    uint64_t first = starts.front();
+    uint64_t last_end = std::min(file_size, starts.back() + kBlockSize);
+    std::vector<FileExtent> extents = file_extents(fd, first, last_end - first, name);
+
+    std::vector<DataBlock> blocks;
+    auto it = extents.begin();
+    for (uint64_t start : starts) {
+        uint64_t end = std::min(file_size, start + kBlockSize);
+        while (it != extents.end() && it->logical + it->length <= start)
+            ++it;
+        if (it == extents.end())
+            break;
+        if (it->logical > start || !fully_backed(extents, start, end))
+            continue;
+        DataBlock b;
+        b.file_offset = start;
+        b.length = end - start;
+        b.compressed = (it->flags & FIEMAP_EXTENT_ENCODED) != 0;
+        uint64_t delta = start - it->logical;
+        if (b.compressed) {
+            // Bytes inside a compressed extent have no disk address: key by the extent and
+            // the offset within the data this file sees of it.
+            b.key = {it->physical, delta};
+            b.extent_address = it->physical;
+        } else {
+            b.key = {it->physical + delta, 0};
+            b.extent_address = it->physical + delta;
+        }
+        blocks.push_back(b);
+    }
+    return blocks;
+}
+
+uint64_t hash_block(int fd, const DataBlock& block, std::vector<uint8_t>& buffer, const std::string& name)
+{
+    buffer.resize(block.length);
+    size_t done = 0;
+    while (done < block.length) {
+        ssize_t n = ::pread(fd, buffer.data() + done, block.length - done, static_cast<off_t>(block.file_offset + done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        check_sys(n, "reading", name);
+        if (n == 0)
+            throw std::runtime_error("reading " + name + ": file shorter than its extent map");
+        done += static_cast<size_t>(n);
+    }
+    return XXH3_64bits(buffer.data(), block.length);
+}
+
+} // namespace snapdedupe

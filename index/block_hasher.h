@@ -1,0 +1,32 @@
+// Cutting a file's changed ranges into blocks, keying them by physical location, hashing them.
+#pragma once
+
+#include "index/block_index.h"
+#include "index/fiemap.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace snapdedupe {
+
+struct DataBlock {
+    uint64_t file_offset = 0;
+    uint64_t length = 0; // kBlockSize, or less for the file's last block
+    BlockKey key;
+    // An address inside the block's (first) extent, for LOGICAL_INO: who else references it.
+    uint64_t extent_address = 0;
+    bool compressed = false;
+};
+
+// The blocks that cover `ranges` (widened to kBlockSize boundaries, clipped to `file_size`)
+// and can be deduped: backed entirely by written data extents. Blocks touching a hole, an
+// inline extent (too small to share), preallocated or delayed space are left out: sharing
+// them frees nothing, or the kernel refuses.
+std::vector<DataBlock> dedupable_blocks(int fd, uint64_t file_size, const std::vector<FileRange>& ranges,
+                                        const std::string& name);
+
+// Reads the block (O_NOATIME fd) and returns the xxh3-64 of its bytes. `buffer` is reused.
+uint64_t hash_block(int fd, const DataBlock& block, std::vector<uint8_t>& buffer, const std::string& name);
+
+} // namespace snapdedupe

@@ -1,0 +1,163 @@
+#include "index/block_index.h"
+
+#include "index/zstd_blob.h"
+
+namespace snapdedupe {
+
+namespace {
+
+const char* const kSchema = R"sql(
+CREATE TABLE snapshots (
+    uuid          TEXT PRIMARY KEY,
+    root_id       INTEGER NOT NULL,
+    lineage       TEXT NOT NULL,
+    otransid      INTEGER NOT NULL,
+    path          TEXT NOT NULL,
+    processed_at  INTEGER NOT NULL,
+    changed_bytes INTEGER NOT NULL,
+    changed_paths BLOB NOT NULL            -- zstd: NUL-separated paths of the change set
+);
+CREATE TABLE blocks (
+    id            INTEGER PRIMARY KEY,     -- insertion order; the lowest id is the keeper
+    extent        INTEGER NOT NULL,
+    extent_offset INTEGER NOT NULL,
+    length        INTEGER NOT NULL,
+    hash          INTEGER NOT NULL,        -- xxh3-64 of the bytes
+    root_id       INTEGER NOT NULL,
+    inode         INTEGER NOT NULL,
+    inode_gen     INTEGER NOT NULL,
+    file_offset   INTEGER NOT NULL,
+    UNIQUE (extent, extent_offset)
+);
+CREATE INDEX blocks_by_hash ON blocks (hash, length);
+)sql";
+
+Database& prepared(Database& db)
+{
+    db.exec("PRAGMA journal_mode=WAL");
+    db.exec("PRAGMA synchronous=NORMAL");
+    int64_t version = db.scalar("PRAGMA user_version");
+    if (version == 0) {
+        if (db.scalar("SELECT count(*) FROM sqlite_master") != 0)
+            throw IndexError("index " + db.path() + ": not a snapdedupe index (no schema version)");
+        Transaction tx(db);
+        db.exec(kSchema);
+        db.exec("PRAGMA user_version=" + std::to_string(BlockIndex::kSchemaVersion));
+        tx.commit();
+    } else if (version != BlockIndex::kSchemaVersion) {
+        throw IndexError("index " + db.path() + ": schema version " + std::to_string(version) +
+                         " is not the version " + std::to_string(BlockIndex::kSchemaVersion) + " this snapdedupe uses");
+    }
+    return db;
+}
+
+std::string join_paths(const std::vector<std::string>& paths)
+{
+    std::string out;
+    for (const std::string& p : paths) {
+        out += p;
+        out += '\0';
+    }
+    return out;
+}
+
+} // namespace
+
+BlockIndex::BlockIndex(Database& db)
+    : db_(prepared(db)),
+      knows_snapshot_(db.prepare("SELECT 1 FROM snapshots WHERE uuid = ?1")),
+      knows_block_(db.prepare("SELECT 1 FROM blocks WHERE extent = ?1 AND extent_offset = ?2")),
+      find_copies_(db.prepare("SELECT id, extent, extent_offset, length, hash, root_id, inode, inode_gen, file_offset "
+                              "FROM blocks WHERE hash = ?1 AND length = ?2 AND NOT (extent = ?3 AND extent_offset = ?4) "
+                              "ORDER BY id LIMIT ?5")),
+      add_block_(db.prepare("INSERT OR IGNORE INTO blocks (extent, extent_offset, length, hash, root_id, inode, "
+                            "inode_gen, file_offset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")),
+      forget_block_(db.prepare("DELETE FROM blocks WHERE id = ?1"))
+{
+}
+
+bool BlockIndex::knows_snapshot(const std::string& uuid)
+{
+    knows_snapshot_.reset();
+    knows_snapshot_.bind(1, uuid);
+    bool found = knows_snapshot_.step();
+    knows_snapshot_.reset();
+    return found;
+}
+
+bool BlockIndex::knows_block(const BlockKey& key)
+{
+    knows_block_.reset();
+    knows_block_.bind(1, key.extent).bind(2, key.extent_offset);
+    bool found = knows_block_.step();
+    knows_block_.reset();
+    return found;
+}
+
+std::vector<IndexedBlock> BlockIndex::find_copies(uint64_t hash, uint64_t length, const BlockKey& key, int limit)
+{
+    find_copies_.reset();
+    find_copies_.bind(1, hash).bind(2, length).bind(3, key.extent).bind(4, key.extent_offset).bind(5, int64_t{limit});
+    std::vector<IndexedBlock> out;
+    while (find_copies_.step()) {
+        IndexedBlock b;
+        b.id = find_copies_.int64(0);
+        b.key = {static_cast<uint64_t>(find_copies_.int64(1)), static_cast<uint64_t>(find_copies_.int64(2))};
+        b.length = static_cast<uint64_t>(find_copies_.int64(3));
+        b.hash = static_cast<uint64_t>(find_copies_.int64(4));
+        b.where = {static_cast<uint64_t>(find_copies_.int64(5)), static_cast<uint64_t>(find_copies_.int64(6)),
+                   static_cast<uint64_t>(find_copies_.int64(7)), static_cast<uint64_t>(find_copies_.int64(8))};
+        out.push_back(b);
+    }
+    return out;
+}
+
+void BlockIndex::add_block(const BlockKey& key, uint64_t length, uint64_t hash, const BlockLocation& where)
+{
+    add_block_.reset();
+    add_block_.bind(1, key.extent).bind(2, key.extent_offset).bind(3, length).bind(4, hash);
+    add_block_.bind(5, where.root).bind(6, where.inode).bind(7, where.inode_gen).bind(8, where.file_offset);
+    add_block_.run();
+}
+
+void BlockIndex::forget_block(int64_t id)
+{
+    forget_block_.reset();
+    forget_block_.bind(1, id);
+    forget_block_.run();
+}
+
+void BlockIndex::add_snapshot(const ProcessedSnapshot& s)
+{
+    Statement st = db_.prepare("INSERT OR REPLACE INTO snapshots (uuid, root_id, lineage, otransid, path, processed_at, "
+                               "changed_bytes, changed_paths) VALUES (?1, ?2, ?3, ?4, ?5, strftime('%s','now'), ?6, ?7)");
+    st.bind(1, s.uuid).bind(2, s.root_id).bind(3, s.lineage).bind(4, s.otransid).bind(5, s.path);
+    st.bind(6, s.changed_bytes).bind_blob(7, zstd_compress(join_paths(s.changed_paths)));
+    st.run();
+}
+
+std::vector<std::string> BlockIndex::changed_paths(const std::string& uuid)
+{
+    Statement st = db_.prepare("SELECT changed_paths FROM snapshots WHERE uuid = ?1");
+    st.bind(1, uuid);
+    std::vector<std::string> out;
+    if (!st.step())
+        return out;
+    std::string all = zstd_decompress(st.blob(0));
+    st.reset();
+    size_t start = 0;
+    for (size_t i = 0; i < all.size(); ++i) {
+        if (all[i] == '\0') {
+            out.emplace_back(all, start, i - start);
+            start = i + 1;
+        }
+    }
+    return out;
+}
+
+int64_t BlockIndex::block_count()
+{
+    return db_.scalar("SELECT count(*) FROM blocks");
+}
+
+} // namespace snapdedupe

@@ -1,0 +1,91 @@
+// The index: what we know about the filesystem's data, keyed by physical location.
+//
+// A block is a file-offset-aligned run of up to kBlockSize bytes that lies in one physical
+// extent. Its key is where its bytes live on disk, so a block that is already shared (a
+// reflink, an unchanged file in the next snapshot) has a key the index knows and is never
+// read again. Its hash finds the same bytes elsewhere; its location says where to open them.
+#pragma once
+
+#include "index/sqlite_db.h"
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace snapdedupe {
+
+// Why 128 KiB: see README ("Hash granularity").
+constexpr uint64_t kBlockSize = 128 * 1024;
+
+struct BlockKey {
+    // The disk (btrfs logical) address of the block's first byte. For a compressed extent,
+    // where bytes have no address of their own, the extent's address ...
+    uint64_t extent = 0;
+    // ... and the block's offset in the extent's uncompressed data; 0 for plain extents.
+    uint64_t extent_offset = 0;
+    bool operator==(const BlockKey&) const = default;
+};
+
+// One place the block's bytes can be opened: inode `inode` (generation `inode_gen`) of
+// subvolume `root`, at `file_offset`. Opened by file handle, never by path.
+struct BlockLocation {
+    uint64_t root = 0;
+    uint64_t inode = 0;
+    uint64_t inode_gen = 0;
+    uint64_t file_offset = 0;
+};
+
+struct IndexedBlock {
+    int64_t id = 0; // insertion order: the oldest copy of some bytes is the keeper
+    BlockKey key;
+    uint64_t length = 0;
+    uint64_t hash = 0;
+    BlockLocation where;
+};
+
+struct ProcessedSnapshot {
+    std::string uuid;
+    uint64_t root_id = 0;
+    std::string lineage;
+    uint64_t otransid = 0;
+    std::string path;
+    uint64_t changed_bytes = 0;
+    std::vector<std::string> changed_paths;
+};
+
+// The index file cannot be used: newer schema, not ours, or damaged.
+class IndexError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+class BlockIndex {
+public:
+    static constexpr int kSchemaVersion = 1;
+
+    // Creates the schema in an empty database, or checks an existing one.
+    explicit BlockIndex(Database& db);
+
+    bool knows_snapshot(const std::string& uuid);
+    bool knows_block(const BlockKey& key);
+    // Indexed blocks with these bytes (same hash and length) not at `key`, oldest first.
+    std::vector<IndexedBlock> find_copies(uint64_t hash, uint64_t length, const BlockKey& key, int limit = 4);
+    void add_block(const BlockKey& key, uint64_t length, uint64_t hash, const BlockLocation& where);
+    // A location that no longer opens (its snapshot was deleted): stop offering it.
+    void forget_block(int64_t id);
+    void add_snapshot(const ProcessedSnapshot& snapshot);
+    std::vector<std::string> changed_paths(const std::string& uuid);
+    int64_t block_count();
+
+private:
+    Database& db_;
+    Statement knows_snapshot_;
+    Statement knows_block_;
+    Statement find_copies_;
+    Statement add_block_;
+    Statement forget_block_;
+};
+
+} // namespace snapdedupe

@@ -1,0 +1,84 @@
+// A small RAII layer over SQLite: one connection, prepared statements, transactions.
+#pragma once
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace snapdedupe {
+
+// Any SQLite failure. `corrupt()` tells a damaged or foreign file from a transient error.
+class SqliteError : public std::runtime_error {
+public:
+    SqliteError(const std::string& what, int code) : std::runtime_error(what), code_(code) {}
+    int code() const { return code_; }
+    bool corrupt() const { return code_ == SQLITE_CORRUPT || code_ == SQLITE_NOTADB; }
+
+private:
+    int code_;
+};
+
+class Statement {
+public:
+    Statement(sqlite3* db, std::string_view sql);
+    Statement(const Statement&) = delete;
+    Statement& operator=(const Statement&) = delete;
+    Statement(Statement&& other) noexcept;
+    ~Statement();
+
+    Statement& bind(int index, int64_t value);
+    Statement& bind(int index, uint64_t value) { return bind(index, static_cast<int64_t>(value)); }
+    Statement& bind(int index, std::string_view text);
+    Statement& bind_blob(int index, const std::vector<uint8_t>& blob);
+    // True while a row is available; false when done. The statement resets itself when done.
+    bool step();
+    // Runs to completion and resets, for statements that return no rows.
+    void run();
+    void reset();
+
+    int64_t int64(int column) const;
+    std::string text(int column) const;
+    std::vector<uint8_t> blob(int column) const;
+
+private:
+    sqlite3* db_;
+    sqlite3_stmt* stmt_ = nullptr;
+};
+
+class Database {
+public:
+    // Opens (creating if `create`) the database at `path`; ":memory:" works too.
+    Database(const std::string& path, bool create);
+    Database(const Database&) = delete;
+    Database& operator=(const Database&) = delete;
+    ~Database();
+
+    void exec(const std::string& sql);
+    Statement prepare(std::string_view sql) { return Statement(db_, sql); }
+    int64_t scalar(std::string_view sql);
+    const std::string& path() const { return path_; }
+
+private:
+    sqlite3* db_ = nullptr;
+    std::string path_;
+};
+
+// BEGIN IMMEDIATE ... COMMIT; rolls back when destroyed uncommitted (an exception, a kill).
+class Transaction {
+public:
+    explicit Transaction(Database& db);
+    Transaction(const Transaction&) = delete;
+    Transaction& operator=(const Transaction&) = delete;
+    ~Transaction();
+    void commit();
+
+private:
+    Database& db_;
+    bool done_ = false;
+};
+
+} // namespace snapdedupe

@@ -1,0 +1,195 @@
+#include "plugin/btrfs_ioctl.h"
+
+#include "snapshots/snapshot_list.h"
+#include "snapshots/sys_error.h"
+
+#include <btrfsutil.h>
+#include <fcntl.h>
+#include <linux/btrfs.h>
+#include <linux/btrfs_tree.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <algorithm>
+#include <cstddef>
+#include <vector>
+
+namespace snapdedupe {
+
+namespace {
+
+constexpr int kBtrfsFileHandleType = 0x4d; // FILEID_BTRFS_WITHOUT_PARENT
+
+struct __attribute__((packed)) BtrfsFid {
+    uint64_t objectid;
+    uint64_t root_objectid;
+    uint32_t gen;
+};
+
+struct FileHandleBuffer {
+    file_handle header;
+    unsigned char bytes[MAX_HANDLE_SZ];
+};
+
+template <typename T>
+T read_le(const uint8_t* p)
+{
+    T v;
+    std::memcpy(&v, p, sizeof v); // x86-64 and every btrfs host we target are little-endian
+    return v;
+}
+
+} // namespace
+
+std::vector<ExtentRef> logical_ino(int fs_fd, uint64_t logical, bool whole_extent)
+{
+    // Start small; the kernel says how many bytes were missing if there are more refs.
+    size_t size = 64 * 1024;
+    for (;;) {
+        std::vector<uint64_t> buf(size / sizeof(uint64_t));
+        btrfs_ioctl_logical_ino_args args{};
+        args.logical = logical;
+        args.size = size;
+        args.flags = whole_extent ? BTRFS_LOGICAL_INO_ARGS_IGNORE_OFFSET : 0;
+        args.inodes = reinterpret_cast<uintptr_t>(buf.data());
+        if (::ioctl(fs_fd, BTRFS_IOC_LOGICAL_INO_V2, &args) != 0) {
+            if (errno == ENOENT)
+                return {}; // no extent there any more
+            char addr[32];
+            std::snprintf(addr, sizeof addr, "%llu", static_cast<unsigned long long>(logical));
+            throw SysError("LOGICAL_INO_V2 at", addr, errno);
+        }
+        auto* dc = reinterpret_cast<btrfs_data_container*>(buf.data());
+        if (dc->bytes_missing > 0 && size < 16 * 1024 * 1024) {
+            size = std::min<size_t>(16 * 1024 * 1024, size + dc->bytes_missing + 4096);
+            continue;
+        }
+        std::vector<ExtentRef> refs;
+        for (uint32_t i = 0; i + 2 < dc->elem_cnt; i += 3) // (inode, offset, root) triples
+            refs.push_back({dc->val[i + 2], dc->val[i], dc->val[i + 1]});
+        return refs;
+    }
+}
+
+bool read_inode(int fs_fd, uint64_t root, uint64_t inode, InodeInfo& out)
+{
+    btrfs_ioctl_search_args args{};
+    btrfs_ioctl_search_key& key = args.key;
+    key.tree_id = root;
+    key.min_objectid = key.max_objectid = inode;
+    key.min_type = key.max_type = BTRFS_INODE_ITEM_KEY;
+    key.min_offset = 0;
+    key.max_offset = ~0ULL;
+    key.max_transid = ~0ULL;
+    key.nr_items = 1;
+    check_sys(::ioctl(fs_fd, BTRFS_IOC_TREE_SEARCH, &args), "TREE_SEARCH for inode", std::to_string(inode));
+    if (key.nr_items == 0)
+        return false;
+    auto* hdr = reinterpret_cast<const btrfs_ioctl_search_header*>(args.buf);
+    if (hdr->objectid != inode || hdr->type != BTRFS_INODE_ITEM_KEY || hdr->len < sizeof(btrfs_inode_item))
+        return false;
+    auto* item = reinterpret_cast<const uint8_t*>(hdr + 1);
+    out.generation = read_le<uint64_t>(item + offsetof(btrfs_inode_item, generation));
+    out.size = read_le<uint64_t>(item + offsetof(btrfs_inode_item, size));
+    out.mode = read_le<uint32_t>(item + offsetof(btrfs_inode_item, mode));
+    return true;
+}
+
+InodeHandle handle_of(int fd, const std::string& name)
+{
+    FileHandleBuffer fh{};
+    fh.header.handle_bytes = MAX_HANDLE_SZ;
+    int mount_id = 0;
+    check_sys(::name_to_handle_at(fd, "", &fh.header, &mount_id, AT_EMPTY_PATH), "getting the file handle of", name);
+    if (fh.header.handle_type != kBtrfsFileHandleType || fh.header.handle_bytes < sizeof(BtrfsFid))
+        throw SysError("unexpected file handle type for", name, EINVAL);
+    BtrfsFid fid;
+    std::memcpy(&fid, fh.header.f_handle, sizeof fid);
+    return {fid.root_objectid, fid.objectid, fid.gen};
+}
+
+UniqueFd open_by_handle(int mount_fd, const InodeHandle& h)
+{
+    FileHandleBuffer fh{};
+    fh.header.handle_bytes = sizeof(BtrfsFid);
+    fh.header.handle_type = kBtrfsFileHandleType;
+    BtrfsFid fid{h.inode, h.root, static_cast<uint32_t>(h.generation)};
+    std::memcpy(fh.header.f_handle, &fid, sizeof fid);
+    // O_PATH first: it opens nothing (no device side effects, no FIFO blocking); only a
+    // regular file is then opened for reading.
+    UniqueFd path_fd(::open_by_handle_at(mount_fd, &fh.header, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (!path_fd)
+        return {};
+    struct stat st;
+    if (::fstat(path_fd.get(), &st) != 0)
+        return {};
+    if (!S_ISREG(st.st_mode) || st.st_ino != h.inode) {
+        errno = EINVAL;
+        return {};
+    }
+    return UniqueFd(::open_by_handle_at(mount_fd, &fh.header, O_RDONLY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC));
+}
+
+bool subvolume_is_read_only(int fs_fd, uint64_t root)
+{
+    struct btrfs_util_subvolume_info info;
+    btrfs_util_error err = btrfs_util_subvolume_info_fd(fs_fd, root, &info);
+    if (err != BTRFS_UTIL_OK)
+        throw SysError(std::string("reading subvolume info (") + btrfs_util_strerror(err) + ") of root",
+                       std::to_string(root), errno);
+    return (info.flags & BTRFS_ROOT_SUBVOL_RDONLY) != 0;
+}
+
+void sync_filesystem(int fs_fd, const std::string& name)
+{
+    check_sys(::ioctl(fs_fd, BTRFS_IOC_SYNC, nullptr), "syncing", name);
+}
+
+SpaceUsage space_usage(int fs_fd, const std::string& name)
+{
+    // Two commits: extents freed by the first are released to free space when it completes.
+    sync_filesystem(fs_fd, name);
+    sync_filesystem(fs_fd, name);
+
+    btrfs_ioctl_space_args probe{};
+    check_sys(::ioctl(fs_fd, BTRFS_IOC_SPACE_INFO, &probe), "reading space info of", name);
+    size_t slots = probe.total_spaces;
+    std::vector<uint8_t> buf(sizeof(btrfs_ioctl_space_args) + slots * sizeof(btrfs_ioctl_space_info));
+    auto* args = reinterpret_cast<btrfs_ioctl_space_args*>(buf.data());
+    args->space_slots = slots;
+    check_sys(::ioctl(fs_fd, BTRFS_IOC_SPACE_INFO, args), "reading space info of", name);
+
+    SpaceUsage usage;
+    for (uint64_t i = 0; i < args->total_spaces; ++i) {
+        const btrfs_ioctl_space_info& s = args->spaces[i];
+        if (s.flags & BTRFS_SPACE_INFO_GLOBAL_RSV)
+            continue;
+        uint64_t copies = 1;
+        if (s.flags & (BTRFS_BLOCK_GROUP_DUP | BTRFS_BLOCK_GROUP_RAID1 | BTRFS_BLOCK_GROUP_RAID10))
+            copies = 2;
+        else if (s.flags & BTRFS_BLOCK_GROUP_RAID1C3)
+            copies = 3;
+        else if (s.flags & BTRFS_BLOCK_GROUP_RAID1C4)
+            copies = 4;
+        if (s.flags & BTRFS_BLOCK_GROUP_DATA)
+            usage.data_used += s.used_bytes;
+        else if (s.flags & BTRFS_BLOCK_GROUP_METADATA)
+            usage.metadata_used += s.used_bytes;
+        usage.raw_used += s.used_bytes * copies;
+    }
+    return usage;
+}
+
+std::string filesystem_uuid(int fs_fd, const std::string& name)
+{
+    btrfs_ioctl_fs_info_args info{};
+    check_sys(::ioctl(fs_fd, BTRFS_IOC_FS_INFO, &info), "reading filesystem info of", name);
+    Uuid fsid;
+    std::memcpy(fsid.data(), info.fsid, fsid.size());
+    return uuid_to_string(fsid);
+}
+
+} // namespace snapdedupe

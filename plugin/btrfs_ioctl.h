@@ -1,0 +1,64 @@
+// Typed wrappers over the btrfs ioctls the deduper needs, with errors that carry errno.
+#pragma once
+
+#include "snapshots/unique_fd.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace snapdedupe {
+
+// One reference to an extent: inode `inode` of subvolume `root` maps it at `file_offset`.
+struct ExtentRef {
+    uint64_t root = 0;
+    uint64_t inode = 0;
+    uint64_t file_offset = 0;
+    bool operator==(const ExtentRef&) const = default;
+};
+
+// BTRFS_IOC_LOGICAL_INO_V2. Without `whole_extent`, each ref's file_offset is where that file
+// sees the byte at `logical`. With it (BTRFS_LOGICAL_INO_ARGS_IGNORE_OFFSET, needed for
+// compressed extents), every ref to the extent, with file_offset the start of the file's
+// extent item.
+std::vector<ExtentRef> logical_ino(int fs_fd, uint64_t logical, bool whole_extent);
+
+struct InodeInfo {
+    uint64_t generation = 0;
+    uint64_t size = 0;
+    uint32_t mode = 0;
+};
+// The inode item of (root, inode), read from the subvolume's tree (BTRFS_IOC_TREE_SEARCH).
+// Returns false when there is no such inode.
+bool read_inode(int fs_fd, uint64_t root, uint64_t inode, InodeInfo& out);
+
+// A file handle: names an inode of a subvolume with no path at all, so nothing on the way
+// (a rename, a planted symlink, a subvolume mounted nowhere) can redirect the open.
+struct InodeHandle {
+    uint64_t root = 0;
+    uint64_t inode = 0;
+    uint64_t generation = 0;
+    bool operator<(const InodeHandle& o) const
+    {
+        return root != o.root ? root < o.root : inode != o.inode ? inode < o.inode : generation < o.generation;
+    }
+    bool operator==(const InodeHandle&) const = default;
+};
+InodeHandle handle_of(int fd, const std::string& name);
+// Opens a regular file by handle, O_RDONLY|O_NOFOLLOW|O_NOATIME. Returns an invalid fd (and
+// sets errno) if it is gone (ESTALE) or is not a regular file (EINVAL).
+UniqueFd open_by_handle(int mount_fd, const InodeHandle& handle);
+
+bool subvolume_is_read_only(int fs_fd, uint64_t root);
+
+struct SpaceUsage {
+    uint64_t data_used = 0;         // bytes of file data (one copy)
+    uint64_t metadata_used = 0;     // bytes of metadata (one copy)
+    uint64_t raw_used = 0;          // all copies of data, metadata and system: what the disks hold
+};
+// Commits the running transaction first, so freed extents are counted as free.
+SpaceUsage space_usage(int fs_fd, const std::string& name);
+void sync_filesystem(int fs_fd, const std::string& name);
+std::string filesystem_uuid(int fs_fd, const std::string& name);
+
+} // namespace snapdedupe

@@ -1,0 +1,36 @@
+// FIDEDUPERANGE, the only way this program changes a file's extents.
+//
+// The kernel locks both ranges, compares the bytes and only then shares the extent, so this
+// is safe against files that change underneath: a mismatch is reported, never written.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace snapdedupe {
+
+struct DedupeTarget {
+    int fd = -1;
+    uint64_t offset = 0;
+};
+
+struct DedupeResult {
+    uint64_t deduped = 0; // bytes now shared with the source
+    uint64_t differs = 0; // bytes the kernel found different (FILE_DEDUPE_RANGE_DIFFERS)
+    int error = 0;        // errno of a failure, 0 if none; EAGAIN: still busy after retries
+};
+
+// The kernel accepts many destinations per call; more than this per call only makes one
+// call hold its locks longer.
+constexpr size_t kMaxTargetsPerCall = 120;
+// btrfs dedupes in 16 MiB steps anyway; a call per step bounds how long a range stays locked.
+constexpr uint64_t kMaxBytesPerCall = 16 * 1024 * 1024;
+
+// Shares [src_offset, src_offset + length) of `src_fd` into each target at its offset.
+// One result per target, in order. Partial progress is continued; EAGAIN (a send is reading
+// the root) is retried with backoff a bounded number of times.
+std::vector<DedupeResult> dedupe_onto(int src_fd, uint64_t src_offset, uint64_t length,
+                                      const std::vector<DedupeTarget>& targets);
+
+} // namespace snapdedupe

@@ -1,0 +1,159 @@
+// The snapdedupe command line: argument parsing, exit codes, and nothing else.
+#include "index/block_index.h"
+#include "plugin/diff_command.h"
+#include "plugin/run.h"
+#include "snapshots/send_stream.h"
+#include "snapshots/snapshot_list.h"
+#include "snapshots/sys_error.h"
+
+#include <boost/program_options.hpp>
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <iostream>
+#include <string>
+#include <vector>
+
+namespace po = boost::program_options;
+
+namespace {
+
+// Documented in README.md and --help; scripts depend on them.
+enum ExitCode {
+    kOk = 0,
+    kFailure = 1,      // a system call or the kernel failed during the run
+    kUsage = 2,        // bad command line
+    kNotRoot = 3,      // needs root (CAP_SYS_ADMIN) for send, LOGICAL_INO and dedupe
+    kBadPath = 4,      // missing, not btrfs, not a read-only snapshot, no snapshots found
+    kBadIndex = 5,     // the index is corrupt, not ours, or from a newer version
+    kBadStream = 6,    // the kernel's send stream did not parse
+};
+
+const char* const kUsageText = R"(usage: snapdedupe run [--db FILE] [--dry-run] [--json] PATH...
+       snapdedupe diff [--json] OLD NEW
+       snapdedupe --help | --version
+
+run   Dedupe the read-only btrfs snapshots under each PATH that the index has not seen:
+      PATH is a read-only snapshot, or a directory of them (snapper's .snapshots, a btrbk
+      snapshot or target directory). Only what changed since the previous snapshot of the
+      same lineage is read.
+diff  What changed from snapshot OLD to snapshot NEW, from a metadata-only btrfs send.
+
+exit codes: 0 ok, 1 failure during the run, 2 usage, 3 not root, 4 bad path
+            (missing, not btrfs, not a read-only snapshot), 5 index unusable,
+            6 broken send stream
+)";
+
+int fail(int code, const std::string& message)
+{
+    std::cerr << "snapdedupe: " << message << "\n";
+    return code;
+}
+
+// Many snapshots reference one extent; their files are open at once while it moves.
+void raise_fd_limit()
+{
+    rlimit lim;
+    if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+        lim.rlim_cur = lim.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &lim);
+    }
+}
+
+int run_main(const std::vector<std::string>& args)
+{
+    po::options_description opts("run options");
+    opts.add_options()
+        ("db", po::value<std::string>(), "index file (default /var/lib/snapdedupe/<fs-uuid>.sqlite)")
+        ("dry-run", "report what would be deduped; change nothing")
+        ("json", "print the report as one JSON object")
+        ("path", po::value<std::vector<std::string>>(), "snapshot or directory of snapshots");
+    po::positional_options_description pos;
+    pos.add("path", -1);
+    po::variables_map vm;
+    po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
+    po::notify(vm);
+
+    snapdedupe::RunOptions options;
+    if (vm.count("path"))
+        options.paths = vm["path"].as<std::vector<std::string>>();
+    if (vm.count("db"))
+        options.db_path = vm["db"].as<std::string>();
+    options.dry_run = vm.count("dry-run") > 0;
+    if (options.paths.empty())
+        return fail(kUsage, "run needs at least one PATH (see --help)");
+    if (::geteuid() != 0)
+        return fail(kNotRoot, "must run as root: btrfs send, LOGICAL_INO and dedupe of read-only snapshots need CAP_SYS_ADMIN");
+
+    snapdedupe::RunReport report = snapdedupe::run(options);
+    if (vm.count("json"))
+        snapdedupe::print_json(std::cout, report);
+    else
+        snapdedupe::print_human(std::cout, report);
+    return kOk;
+}
+
+int diff_main(const std::vector<std::string>& args)
+{
+    po::options_description opts("diff options");
+    opts.add_options()
+        ("json", "print the change set as one JSON object")
+        ("snapshot", po::value<std::vector<std::string>>(), "OLD and NEW");
+    po::positional_options_description pos;
+    pos.add("snapshot", 2);
+    po::variables_map vm;
+    po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
+    po::notify(vm);
+    if (!vm.count("snapshot") || vm["snapshot"].as<std::vector<std::string>>().size() != 2)
+        return fail(kUsage, "diff needs two snapshots, OLD and NEW (see --help)");
+    if (::geteuid() != 0)
+        return fail(kNotRoot, "must run as root: btrfs send needs CAP_SYS_ADMIN");
+    const auto& snaps = vm["snapshot"].as<std::vector<std::string>>();
+    snapdedupe::diff_command(snaps[0], snaps[1], vm.count("json") > 0, std::cout);
+    return kOk;
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    // A consumer that stops reading the send pipe must see EPIPE, not die.
+    ::signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
+
+    std::vector<std::string> args(argv + 1, argv + argc);
+    if (args.empty())
+        return fail(kUsage, "no command given (see --help)");
+    std::string command = args.front();
+    args.erase(args.begin());
+    try {
+        if (command == "--help" || command == "-h" || command == "help") {
+            std::cout << kUsageText;
+            return kOk;
+        }
+        if (command == "--version") {
+            std::cout << "snapdedupe 0.1.0\n";
+            return kOk;
+        }
+        if (command == "run")
+            return run_main(args);
+        if (command == "diff")
+            return diff_main(args);
+        return fail(kUsage, "unknown command '" + command + "' (see --help)");
+    } catch (const po::error& e) {
+        return fail(kUsage, e.what());
+    } catch (const snapdedupe::UsageError& e) {
+        return fail(kUsage, e.what());
+    } catch (const snapdedupe::PathError& e) {
+        return fail(kBadPath, e.what());
+    } catch (const snapdedupe::IndexError& e) {
+        return fail(kBadIndex, e.what());
+    } catch (const snapdedupe::SqliteError& e) {
+        return fail(e.corrupt() ? kBadIndex : kFailure, e.what());
+    } catch (const snapdedupe::send::SendStreamError& e) {
+        return fail(kBadStream, e.what());
+    } catch (const std::exception& e) {
+        return fail(kFailure, e.what());
+    }
+}

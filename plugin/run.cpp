@@ -1,0 +1,135 @@
+#include "plugin/run.h"
+
+#include "index/block_index.h"
+#include "plugin/snapshot_pass.h"
+#include "snapshots/snapshot_list.h"
+#include "snapshots/sys_error.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <map>
+#include <optional>
+#include <set>
+
+namespace snapdedupe {
+
+namespace {
+
+struct Filesystem {
+    std::string uuid;
+    std::string first_path;
+    UniqueFd fd; // any directory on it: ioctls and open-by-handle go through this
+    std::vector<Snapshot> snapshots;
+};
+
+std::vector<Filesystem> collect_sources(const std::vector<std::string>& paths)
+{
+    std::map<std::string, Filesystem> by_uuid;
+    std::set<std::string> seen; // a snapshot named twice is processed once
+    for (const std::string& path : paths) {
+        std::vector<Snapshot> found = find_snapshots(path);
+        UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!fd)
+            throw PathError(path + ": " + std::strerror(errno));
+        std::string uuid = filesystem_uuid(fd.get(), path);
+        Filesystem& fs = by_uuid[uuid];
+        if (!fs.fd) {
+            fs.uuid = uuid;
+            fs.first_path = path;
+            fs.fd = std::move(fd);
+        }
+        for (Snapshot& s : found)
+            if (seen.insert(uuid + uuid_to_string(s.uuid)).second)
+                fs.snapshots.push_back(std::move(s));
+    }
+    std::vector<Filesystem> out;
+    for (auto& [uuid, fs] : by_uuid)
+        out.push_back(std::move(fs));
+    return out;
+}
+
+bool file_exists(const std::string& path)
+{
+    struct stat st;
+    return ::stat(path.c_str(), &st) == 0;
+}
+
+// The index of one filesystem. A dry run never writes it: it works inside one transaction
+// that is rolled back, on an in-memory database when there is no index yet.
+std::unique_ptr<Database> open_index(const std::string& path, bool dry_run)
+{
+    bool exists = file_exists(path);
+    if (dry_run && !exists)
+        return std::make_unique<Database>(":memory:", true);
+    if (!exists && path.rfind(std::string(kDefaultIndexDir) + "/", 0) == 0)
+        if (::mkdir(kDefaultIndexDir, 0700) != 0 && errno != EEXIST)
+            throw SysError("creating", kDefaultIndexDir, errno);
+    return std::make_unique<Database>(path, !exists);
+}
+
+void add_usage(SpaceUsage& total, const SpaceUsage& u)
+{
+    total.data_used += u.data_used;
+    total.metadata_used += u.metadata_used;
+    total.raw_used += u.raw_used;
+}
+
+void run_filesystem(Filesystem& fs, const RunOptions& options, RunReport& report)
+{
+    std::string db_path = options.db_path.empty() ? std::string(kDefaultIndexDir) + "/" + fs.uuid + ".sqlite"
+                                                   : options.db_path;
+    std::unique_ptr<Database> db = open_index(db_path, options.dry_run);
+    BlockIndex index(*db);
+    std::optional<Transaction> dry_run_scope;
+    if (options.dry_run)
+        dry_run_scope.emplace(*db); // never committed
+
+    add_usage(report.before, space_usage(fs.fd.get(), fs.first_path));
+    SnapshotPass pass(fs.fd.get(), index, options.dry_run);
+    for (const Lineage& lineage : group_lineages(fs.snapshots)) {
+        const Snapshot* parent = nullptr;
+        for (const Snapshot& snapshot : lineage.snapshots) {
+            if (!index.knows_snapshot(uuid_to_string(snapshot.uuid))) {
+                // One transaction per snapshot: a killed run resumes at the first snapshot
+                // not committed.
+                std::optional<Transaction> tx;
+                if (!options.dry_run)
+                    tx.emplace(*db);
+                report.add(pass.process(snapshot, parent, lineage.key));
+                if (tx)
+                    tx->commit();
+            }
+            parent = &snapshot;
+        }
+    }
+    add_usage(report.after, space_usage(fs.fd.get(), fs.first_path));
+    report.filesystems.push_back(fs.uuid);
+}
+
+} // namespace
+
+RunReport run(const RunOptions& options)
+{
+    auto start = std::chrono::steady_clock::now();
+    if (options.paths.empty())
+        throw UsageError("run needs at least one PATH");
+    std::vector<Filesystem> filesystems = collect_sources(options.paths);
+    if (filesystems.size() > 1 && !options.db_path.empty())
+        throw UsageError("--db names one index, but the paths are on " + std::to_string(filesystems.size()) +
+                         " filesystems");
+
+    RunReport report;
+    report.dry_run = options.dry_run;
+    for (Filesystem& fs : filesystems)
+        run_filesystem(fs, options, report);
+    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return report;
+}
+
+} // namespace snapdedupe

@@ -1,0 +1,30 @@
+// `snapdedupe run`: every new read-only snapshot under the given paths, lineage by lineage.
+#pragma once
+
+#include "plugin/run_report.h"
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace snapdedupe {
+
+// The command line asks for something impossible (exit code 2).
+class UsageError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+struct RunOptions {
+    std::vector<std::string> paths;
+    std::string db_path; // empty: /var/lib/snapdedupe/<fs-uuid>.sqlite
+    bool dry_run = false;
+};
+
+inline constexpr const char* kDefaultIndexDir = "/var/lib/snapdedupe";
+
+// Validates every path before it opens or changes anything. Throws PathError, UsageError,
+// IndexError/SqliteError (index unusable), send::SendStreamError, SysError.
+RunReport run(const RunOptions& options);
+
+} // namespace snapdedupe

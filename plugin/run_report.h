@@ -1,0 +1,49 @@
+// What a run did, in figures the admin can check against `btrfs filesystem df`.
+#pragma once
+
+#include "plugin/btrfs_ioctl.h"
+
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+namespace snapdedupe {
+
+// Counters of the dedupe stage, summed over snapshots and filesystems.
+struct DedupeCounters {
+    uint64_t duplicate_bytes = 0;        // new blocks whose bytes were already indexed elsewhere
+    uint64_t deduped_bytes = 0;          // of those, bytes now shared with the older copy
+    uint64_t differs_bytes = 0;          // bytes the kernel found different at dedupe time
+    uint64_t skipped_writable_bytes = 0; // duplicates left alone: a writable subvolume references them
+    uint64_t references_moved = 0;       // file ranges (in any snapshot) moved onto the keeper
+    uint64_t dedupe_errors = 0;          // ranges the kernel refused with an error
+    uint64_t busy_deferred = 0;          // ranges still EAGAIN (a send was running) after retries
+    void add(const DedupeCounters& o);
+};
+
+struct SnapshotReport {
+    std::string path;
+    std::string parent_path; // empty: a full stream
+    uint64_t bytes_changed = 0;
+    uint64_t bytes_hashed = 0;
+    DedupeCounters dedupe;
+};
+
+struct RunReport {
+    bool dry_run = false;
+    std::vector<std::string> filesystems;
+    std::vector<SnapshotReport> snapshots;
+    uint64_t bytes_changed = 0;
+    uint64_t bytes_hashed = 0;
+    DedupeCounters dedupe;
+    SpaceUsage before, after;
+    double seconds = 0;
+
+    void add(const SnapshotReport& s);
+};
+
+void print_human(std::ostream& out, const RunReport& report);
+void print_json(std::ostream& out, const RunReport& report);
+
+} // namespace snapdedupe

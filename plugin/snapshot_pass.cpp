@@ -1,0 +1,135 @@
+#include "plugin/snapshot_pass.h"
+
+#include "snapshots/snapshot_diff.h"
+#include "snapshots/sys_error.h"
+
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+namespace snapdedupe {
+
+namespace {
+
+// Opens a path of the change set inside the snapshot. openat2 with RESOLVE_BENEATH and
+// RESOLVE_NO_SYMLINKS: no component may be a symlink or leave the snapshot, so the path
+// cannot be redirected. O_PATH opens nothing; the file is then reopened by handle, which
+// refuses anything but a regular file (no device is ever opened, no FIFO blocks).
+UniqueFd open_in_snapshot(int snapshot_fd, const std::string& path, InodeHandle& handle)
+{
+    open_how how{};
+    how.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
+    UniqueFd path_fd(static_cast<int>(::syscall(SYS_openat2, snapshot_fd, path.c_str(), &how, sizeof how)));
+    if (!path_fd)
+        return {};
+    struct stat st;
+    if (::fstat(path_fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
+        return {};
+    handle = handle_of(path_fd.get(), path);
+    return open_by_handle(snapshot_fd, handle);
+}
+
+std::vector<FileRange> to_file_ranges(const std::vector<ByteRange>& ranges)
+{
+    std::vector<FileRange> out;
+    out.reserve(ranges.size());
+    for (const ByteRange& r : ranges)
+        out.push_back({r.offset, r.length});
+    return out;
+}
+
+} // namespace
+
+SnapshotPass::SnapshotPass(int fs_fd, BlockIndex& index, bool dry_run)
+    : fs_fd_(fs_fd), index_(index), mover_(fs_fd, dry_run)
+{
+}
+
+std::optional<IndexedBlock> SnapshotPass::find_keeper(uint64_t hash, const DataBlock& block)
+{
+    for (const IndexedBlock& copy : index_.find_copies(hash, block.length, block.key)) {
+        InodeHandle h{copy.where.root, copy.where.inode, copy.where.inode_gen};
+        auto it = opens_.find(h);
+        if (it == opens_.end())
+            it = opens_.emplace(h, open_by_handle(fs_fd_, h).valid()).first;
+        if (it->second)
+            return copy;
+        index_.forget_block(copy.id); // its snapshot is gone
+    }
+    return std::nullopt;
+}
+
+void SnapshotPass::scan_file(int snapshot_fd, const std::string& name, const FileChange& change,
+                             SnapshotReport& report, std::vector<DuplicateBlock>& duplicates)
+{
+    InodeHandle handle;
+    UniqueFd fd = open_in_snapshot(snapshot_fd, change.path, handle);
+    if (!fd)
+        return; // not a regular file (any more): nothing of ours to read
+    struct stat st;
+    check_sys(::fstat(fd.get(), &st), "stat", name);
+    for (const DataBlock& block : dedupable_blocks(fd.get(), static_cast<uint64_t>(st.st_size),
+                                                   to_file_ranges(change.ranges), name)) {
+        // Known location: these bytes are shared with something already indexed.
+        if (index_.knows_block(block.key) || pending_.count({block.key.extent, block.key.extent_offset}))
+            continue;
+        uint64_t hash = hash_block(fd.get(), block, buffer_, name);
+        report.bytes_hashed += block.length;
+        BlockLocation where{handle.root, handle.inode, handle.generation, block.file_offset};
+        std::optional<IndexedBlock> keeper = find_keeper(hash, block);
+        if (!keeper) {
+            index_.add_block(block.key, block.length, hash, where);
+            continue;
+        }
+        pending_.insert({block.key.extent, block.key.extent_offset});
+        duplicates.push_back({handle, block, hash, *keeper});
+    }
+}
+
+SnapshotReport SnapshotPass::process(const Snapshot& snapshot, const Snapshot* parent, const std::string& lineage)
+{
+    SnapshotReport report;
+    report.path = snapshot.path;
+    if (parent)
+        report.parent_path = parent->path;
+
+    UniqueFd snapshot_fd(::open(snapshot.path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!snapshot_fd)
+        throw SysError("opening snapshot", snapshot.path, errno);
+    ChangeSet changes = diff_snapshot(snapshot_fd.get(), snapshot.path,
+                                      parent ? std::optional<uint64_t>(parent->root_id) : std::nullopt);
+    report.bytes_changed = changes.changed_bytes();
+
+    std::vector<DuplicateBlock> duplicates;
+    pending_.clear();
+    for (const FileChange& change : changes.files)
+        scan_file(snapshot_fd.get(), snapshot.path + "/" + change.path, change, report, duplicates);
+
+    MoveOutcome outcome = mover_.move(duplicates);
+    report.dedupe = outcome.counters;
+    // A duplicate that stayed where it was is still a location of its bytes.
+    for (size_t i = 0; i < duplicates.size(); ++i) {
+        if (outcome.moved[i])
+            continue;
+        const DuplicateBlock& d = duplicates[i];
+        index_.add_block(d.block.key, d.block.length, d.hash,
+                         {d.file.root, d.file.inode, d.file.generation, d.block.file_offset});
+    }
+
+    ProcessedSnapshot record;
+    record.uuid = uuid_to_string(snapshot.uuid);
+    record.root_id = snapshot.root_id;
+    record.lineage = lineage;
+    record.otransid = snapshot.otransid;
+    record.path = snapshot.path;
+    record.changed_bytes = report.bytes_changed;
+    for (const FileChange& change : changes.files)
+        record.changed_paths.push_back(change.path);
+    index_.add_snapshot(record);
+    return report;
+}
+
+} // namespace snapdedupe

@@ -1,0 +1,40 @@
+// One snapshot's pass: read what changed, hash what is new, dedupe what is duplicate.
+#pragma once
+
+#include "index/block_index.h"
+#include "plugin/reference_mover.h"
+#include "plugin/run_report.h"
+#include "snapshots/change_set.h"
+#include "snapshots/snapshot_list.h"
+
+#include <map>
+#include <optional>
+#include <set>
+#include <tuple>
+
+namespace snapdedupe {
+
+class SnapshotPass {
+public:
+    SnapshotPass(int fs_fd, BlockIndex& index, bool dry_run);
+
+    // Diffs `snapshot` against `parent` (nullptr: a full stream), hashes the changed blocks
+    // the index does not know, dedupes the duplicates and records all of it in the index.
+    // The caller wraps it in one transaction.
+    SnapshotReport process(const Snapshot& snapshot, const Snapshot* parent, const std::string& lineage);
+
+private:
+    // The oldest indexed copy that still opens; copies that no longer open are forgotten.
+    std::optional<IndexedBlock> find_keeper(uint64_t hash, const DataBlock& block);
+    void scan_file(int snapshot_fd, const std::string& name, const FileChange& change, SnapshotReport& report,
+                   std::vector<DuplicateBlock>& duplicates);
+
+    int fs_fd_;
+    BlockIndex& index_;
+    ReferenceMover mover_;
+    std::map<InodeHandle, bool> opens_;
+    std::set<std::tuple<uint64_t, uint64_t>> pending_; // keys of this pass's duplicates
+    std::vector<uint8_t> buffer_;
+};
+
+} // namespace snapdedupe

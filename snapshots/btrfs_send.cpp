@@ -1,0 +1,80 @@
+#include "snapshots/btrfs_send.h"
+
+#include "snapshots/sys_error.h"
+#include "snapshots/unique_fd.h"
+
+#include <fcntl.h>
+#include <linux/btrfs.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <exception>
+#include <thread>
+
+namespace snapdedupe {
+
+namespace {
+
+// One attempt. Returns the ioctl's errno (0 on success); rethrows what the consumer threw.
+int send_once(int snapshot_fd, std::optional<uint64_t> parent_root, const std::function<void(int)>& consume)
+{
+    int fds[2];
+    check_sys(::pipe2(fds, O_CLOEXEC), "creating a pipe for", "send");
+    UniqueFd read_end(fds[0]);
+    UniqueFd write_end(fds[1]);
+
+    __u64 clone_source = parent_root.value_or(0);
+    btrfs_ioctl_send_args args{};
+    args.send_fd = write_end.get();
+    args.flags = BTRFS_SEND_FLAG_NO_FILE_DATA;
+    if (parent_root) {
+        args.parent_root = *parent_root;
+        args.clone_sources = &clone_source;
+        args.clone_sources_count = 1;
+    }
+
+    int ioctl_errno = 0;
+    std::thread sender([&] {
+        if (::ioctl(snapshot_fd, BTRFS_IOC_SEND, &args) != 0)
+            ioctl_errno = errno;
+        write_end.reset(); // EOF for the reader, whatever happened
+    });
+
+    std::exception_ptr consumer_error;
+    try {
+        consume(read_end.get());
+    } catch (...) {
+        consumer_error = std::current_exception();
+    }
+    // Closing the read end makes any further kernel write fail with EPIPE (SIGPIPE is ignored
+    // by the program), so the sender cannot block forever on a full pipe.
+    read_end.reset();
+    sender.join();
+
+    if (ioctl_errno != 0 && ioctl_errno != EPIPE)
+        return ioctl_errno; // the kernel's error explains a truncated stream better than the parser
+    if (consumer_error)
+        std::rethrow_exception(consumer_error);
+    return ioctl_errno;
+}
+
+} // namespace
+
+void send_metadata_stream(int snapshot_fd, const char* name, std::optional<uint64_t> parent_root,
+                          const std::function<void(int)>& consume, SendRetryPolicy retry)
+{
+    int delay_ms = retry.first_delay_ms;
+    for (int attempt = 1;; ++attempt) {
+        int err = send_once(snapshot_fd, parent_root, consume);
+        if (err == 0)
+            return;
+        if (err != EAGAIN || attempt >= retry.max_attempts)
+            throw SysError("btrfs send (metadata only) of", name, err);
+        std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+        delay_ms *= 2;
+    }
+}
+
+} // namespace snapdedupe
