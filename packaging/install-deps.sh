@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages snapdedupe needs to build, run and test. Run as root.
+set -euo pipefail
+packages=(
+    # build
+    cmake g++ make pkg-config
+    libbtrfsutil-dev libboost-program-options-dev libzstd-dev libsqlite3-dev libxxhash-dev doctest-dev
+    # run
+    btrfs-progs
+    # tests and demo
+    python3 util-linux coreutils
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

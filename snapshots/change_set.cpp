@@ -1,0 +1,373 @@
+#include "snapshots/change_set.h"
+
+#include <algorithm>
+#include <deque>
+#include <map>
+#include <set>
+#include <stdexcept>
+
+namespace snapdedupe {
+
+namespace {
+
+using send::Command;
+using send::SendCommand;
+
+constexpr uint64_t kFallocPunchHole = 0x02; // FALLOC_FL_PUNCH_HOLE from <linux/falloc.h>
+// Sequential writes coalesce as they arrive; scattered ones are merged once this many
+// pile up, so a huge stream of random writes to one file stays bounded.
+constexpr std::size_t kRangesBeforeMerge = 4096;
+
+enum class Kind { Unknown, Regular, Directory, Other };
+
+struct Inode;
+
+// One name of an inode: an entry `name` in directory `dir`.
+struct Link {
+    Inode* dir = nullptr;
+    std::string name;
+    bool operator==(const Link&) const = default;
+};
+
+struct Inode {
+    bool existed = false; // present in the parent snapshot
+    Kind kind = Kind::Unknown;
+    std::vector<Link> links;          // current names
+    std::vector<Link> original_links; // names it had in the parent (those the stream showed)
+    std::vector<ByteRange> ranges;
+
+    // Directories only. `touched` remembers every name that was ever linked or unlinked
+    // here: an unknown name that was touched is gone, not an unseen parent entry.
+    std::map<std::string, Inode*> children;
+    std::set<std::string> touched;
+};
+
+void merge_ranges(std::vector<ByteRange>& ranges)
+{
+    std::sort(ranges.begin(), ranges.end(),
+              [](const ByteRange& a, const ByteRange& b) { return a.offset < b.offset; });
+    std::vector<ByteRange> merged;
+    for (const ByteRange& r : ranges) {
+        if (r.length == 0)
+            continue;
+        if (!merged.empty() && r.offset <= merged.back().offset + merged.back().length) {
+            uint64_t end = std::max(merged.back().offset + merged.back().length, r.offset + r.length);
+            merged.back().length = end - merged.back().offset;
+        } else {
+            merged.push_back(r);
+        }
+    }
+    ranges = std::move(merged);
+}
+
+void add_range(Inode& inode, uint64_t offset, uint64_t length)
+{
+    if (length == 0)
+        return;
+    auto& ranges = inode.ranges;
+    if (!ranges.empty() && ranges.back().offset + ranges.back().length == offset) {
+        ranges.back().length += length;
+        return;
+    }
+    ranges.push_back({offset, length});
+    if (ranges.size() >= kRangesBeforeMerge)
+        merge_ranges(ranges);
+}
+
+// Removes [offset, offset + length) from the ranges; length UINT64_MAX - offset clips.
+void subtract_range(Inode& inode, uint64_t offset, uint64_t length)
+{
+    const uint64_t cut_end = length > UINT64_MAX - offset ? UINT64_MAX : offset + length;
+    std::vector<ByteRange> kept;
+    for (const ByteRange& r : inode.ranges) {
+        const uint64_t end = r.offset + r.length;
+        if (end <= offset || r.offset >= cut_end) {
+            kept.push_back(r);
+            continue;
+        }
+        if (r.offset < offset)
+            kept.push_back({r.offset, offset - r.offset});
+        if (end > cut_end)
+            kept.push_back({cut_end, end - cut_end});
+    }
+    inode.ranges = std::move(kept);
+}
+
+template <typename T>
+const T& require(const std::optional<T>& field, const char* attr, const SendCommand& cmd)
+{
+    if (!field)
+        throw std::runtime_error(std::string(send::command_name(cmd.cmd)) + " at byte " +
+                                 std::to_string(cmd.stream_offset) + " lacks " + attr);
+    return *field;
+}
+
+} // namespace
+
+struct ChangeSetBuilder::Model {
+    std::deque<Inode> inodes; // deque: Inode* stays valid as it grows
+    Inode* root;
+    bool seen_subvolume = false;
+    bool has_parent = true; // SUBVOL (full send) clears it: nothing can pre-exist then
+
+    Model() : root(&inodes.emplace_back())
+    {
+        root->existed = true;
+        root->kind = Kind::Directory;
+    }
+
+    static std::string join(const std::string& dir, const std::string& name)
+    {
+        return dir.empty() ? name : dir + "/" + name;
+    }
+    std::string path_of(const Inode* dir) const
+    {
+        return dir == root || dir->links.empty() ? std::string() : path_of(dir->links.front());
+    }
+    std::string path_of(const Link& link) const { return join(path_of(link.dir), link.name); }
+    std::string original_path_of(const Inode* dir) const
+    {
+        return dir == root || dir->original_links.empty() ? std::string()
+                                                           : original_path_of(dir->original_links.front());
+    }
+    std::string original_path_of(const Link& link) const
+    {
+        return join(original_path_of(link.dir), link.name);
+    }
+
+    Inode& child(Inode& dir, const std::string& name, const std::string& full_path)
+    {
+        if (auto it = dir.children.find(name); it != dir.children.end())
+            return *it->second;
+        // Not seen yet: in an incremental stream it is an unchanged entry of the parent
+        // snapshot, provided its directory came from the parent and never lost the name.
+        if (!has_parent || !dir.existed || dir.touched.count(name) || dir.kind == Kind::Regular ||
+            dir.kind == Kind::Other)
+            throw std::runtime_error("send stream refers to missing path '" + full_path + "'");
+        dir.kind = Kind::Directory;
+        Inode& found = inodes.emplace_back();
+        found.existed = true;
+        found.links.push_back({&dir, name});
+        found.original_links.push_back({&dir, name});
+        dir.children.emplace(name, &found);
+        return found;
+    }
+
+    // Directory holding the last component of path, and that component.
+    std::pair<Inode*, std::string> parent_of(const std::string& path)
+    {
+        Inode* dir = root;
+        std::string component;
+        std::size_t pos = 0;
+        for (;;) {
+            std::size_t slash = path.find('/', pos);
+            std::string part = path.substr(pos, slash == std::string::npos ? slash : slash - pos);
+            if (!part.empty()) {
+                if (!component.empty())
+                    dir = &child(*dir, component, path);
+                component = std::move(part);
+            }
+            if (slash == std::string::npos)
+                break;
+            pos = slash + 1;
+        }
+        if (component.empty())
+            throw std::runtime_error("send stream names the subvolume root where an entry is needed");
+        return {dir, component};
+    }
+
+    Inode& resolve(const std::string& path)
+    {
+        if (path.find_first_not_of('/') == std::string::npos)
+            return *root;
+        auto [dir, name] = parent_of(path);
+        return child(*dir, name, path);
+    }
+
+    void unlink(Inode& dir, const std::string& name)
+    {
+        auto it = dir.children.find(name);
+        if (it == dir.children.end())
+            return;
+        auto& links = it->second->links;
+        links.erase(std::remove(links.begin(), links.end(), Link{&dir, name}), links.end());
+        dir.children.erase(it);
+        dir.touched.insert(name);
+    }
+
+    void link(Inode& inode, Inode& dir, const std::string& name)
+    {
+        unlink(dir, name); // rename(2) semantics: the target name is replaced
+        dir.kind = Kind::Directory;
+        dir.children[name] = &inode;
+        dir.touched.insert(name);
+        inode.links.push_back({&dir, name});
+    }
+
+    void create(const std::string& path, Kind kind)
+    {
+        auto [dir, name] = parent_of(path);
+        Inode& inode = inodes.emplace_back();
+        inode.kind = kind;
+        link(inode, *dir, name);
+    }
+
+    // The inode a data command targets; null if it is not a regular file.
+    Inode* data_target(const SendCommand& cmd)
+    {
+        Inode& inode = resolve(require(cmd.path, "PATH", cmd));
+        if (inode.kind == Kind::Unknown)
+            inode.kind = Kind::Regular;
+        return inode.kind == Kind::Regular ? &inode : nullptr;
+    }
+};
+
+ChangeSetBuilder::ChangeSetBuilder() : model_(std::make_unique<Model>()) {}
+ChangeSetBuilder::~ChangeSetBuilder() = default;
+
+void ChangeSetBuilder::apply(const SendCommand& cmd)
+{
+    Model& m = *model_;
+    switch (cmd.cmd) {
+    case Command::SUBVOL:
+    case Command::SNAPSHOT:
+        // Their PATH is the subvolume's name, not a path inside it.
+        if (m.seen_subvolume)
+            throw std::runtime_error("send stream holds a second subvolume at byte " +
+                                     std::to_string(cmd.stream_offset) +
+                                     "; use one ChangeSetBuilder per subvolume");
+        m.seen_subvolume = true;
+        m.has_parent = cmd.cmd == Command::SNAPSHOT;
+        break;
+    case Command::MKFILE: m.create(require(cmd.path, "PATH", cmd), Kind::Regular); break;
+    case Command::MKDIR: m.create(require(cmd.path, "PATH", cmd), Kind::Directory); break;
+    case Command::MKNOD:
+    case Command::MKFIFO:
+    case Command::MKSOCK:
+    case Command::SYMLINK: m.create(require(cmd.path, "PATH", cmd), Kind::Other); break;
+    case Command::RENAME: {
+        auto [from_dir, from_name] = m.parent_of(require(cmd.path, "PATH", cmd));
+        Inode& inode = m.child(*from_dir, from_name, *cmd.path);
+        auto [to_dir, to_name] = m.parent_of(require(cmd.path_to, "PATH_TO", cmd));
+        if (from_dir == to_dir && from_name == to_name)
+            break;
+        m.unlink(*from_dir, from_name);
+        m.link(inode, *to_dir, to_name);
+        break;
+    }
+    case Command::LINK: {
+        // PATH is the new name, PATH_LINK the existing one it should share an inode with.
+        Inode& inode = m.resolve(require(cmd.path_link, "PATH_LINK", cmd));
+        auto [dir, name] = m.parent_of(require(cmd.path, "PATH", cmd));
+        m.link(inode, *dir, name);
+        break;
+    }
+    case Command::UNLINK:
+    case Command::RMDIR: {
+        auto [dir, name] = m.parent_of(require(cmd.path, "PATH", cmd));
+        Inode& inode = m.child(*dir, name, *cmd.path);
+        if (cmd.cmd == Command::RMDIR && inode.kind == Kind::Unknown)
+            inode.kind = Kind::Directory;
+        m.unlink(*dir, name);
+        break;
+    }
+    case Command::WRITE:
+        if (Inode* inode = m.data_target(cmd))
+            add_range(*inode, require(cmd.file_offset, "FILE_OFFSET", cmd), cmd.data_len);
+        break;
+    case Command::UPDATE_EXTENT:
+        if (Inode* inode = m.data_target(cmd))
+            add_range(*inode, require(cmd.file_offset, "FILE_OFFSET", cmd), require(cmd.size, "SIZE", cmd));
+        break;
+    case Command::ENCODED_WRITE:
+        if (Inode* inode = m.data_target(cmd))
+            add_range(*inode, require(cmd.file_offset, "FILE_OFFSET", cmd),
+                      require(cmd.unencoded_file_len, "UNENCODED_FILE_LEN", cmd));
+        break;
+    case Command::CLONE:
+        // Listed although the range may already share extents: a later stage checks
+        // that cheaply, and the clone source may be another subvolume.
+        if (Inode* inode = m.data_target(cmd))
+            add_range(*inode, require(cmd.file_offset, "FILE_OFFSET", cmd),
+                      require(cmd.clone_len, "CLONE_LEN", cmd));
+        break;
+    case Command::TRUNCATE:
+        if (Inode* inode = m.data_target(cmd)) {
+            uint64_t size = require(cmd.size, "SIZE", cmd);
+            subtract_range(*inode, size, UINT64_MAX - size);
+        }
+        break;
+    case Command::FALLOCATE:
+        // Allocation adds no data worth deduping; a punched hole removes some.
+        if (Inode* inode = m.data_target(cmd);
+            inode && (require(cmd.fallocate_mode, "FALLOCATE_MODE", cmd) & kFallocPunchHole))
+            subtract_range(*inode, require(cmd.file_offset, "FILE_OFFSET", cmd), require(cmd.size, "SIZE", cmd));
+        break;
+    case Command::SET_XATTR:
+    case Command::REMOVE_XATTR:
+    case Command::CHMOD:
+    case Command::CHOWN:
+    case Command::UTIMES:
+    case Command::FILEATTR:
+    case Command::ENABLE_VERITY:
+        // Metadata only; resolving still checks the stream is consistent.
+        m.resolve(require(cmd.path, "PATH", cmd));
+        break;
+    case Command::END:
+    case Command::UNSPEC:
+        break;
+    }
+}
+
+ChangeSet ChangeSetBuilder::finish()
+{
+    Model& m = *model_;
+    ChangeSet out;
+    for (Inode& inode : m.inodes) {
+        if (&inode == m.root)
+            continue;
+        if (inode.kind == Kind::Regular && !inode.links.empty()) {
+            merge_ranges(inode.ranges);
+            if (!inode.ranges.empty()) {
+                std::vector<std::string> names;
+                for (const Link& l : inode.links)
+                    names.push_back(m.path_of(l));
+                out.files.push_back({*std::min_element(names.begin(), names.end()),
+                                     inode.ranges, !inode.existed});
+            }
+        }
+        // Names it lost and names it gained; pairs of them are renames.
+        std::vector<const Link*> gone, gained;
+        for (const Link& l : inode.original_links)
+            if (std::find(inode.links.begin(), inode.links.end(), l) == inode.links.end())
+                gone.push_back(&l);
+        for (const Link& l : inode.links)
+            if (std::find(inode.original_links.begin(), inode.original_links.end(), l) ==
+                inode.original_links.end())
+                gained.push_back(&l);
+        std::size_t paired = std::min(gone.size(), gained.size());
+        for (std::size_t i = 0; i < paired; ++i)
+            out.renamed.emplace_back(m.original_path_of(*gone[i]), m.path_of(*gained[i]));
+        for (std::size_t i = paired; i < gone.size(); ++i)
+            out.removed.push_back(m.original_path_of(*gone[i]));
+        for (std::size_t i = paired; i < gained.size(); ++i)
+            out.added.push_back(m.path_of(*gained[i]));
+    }
+    std::sort(out.files.begin(), out.files.end(),
+              [](const FileChange& a, const FileChange& b) { return a.path < b.path; });
+    std::sort(out.added.begin(), out.added.end());
+    std::sort(out.removed.begin(), out.removed.end());
+    std::sort(out.renamed.begin(), out.renamed.end());
+    return out;
+}
+
+uint64_t ChangeSet::changed_bytes() const
+{
+    uint64_t total = 0;
+    for (const FileChange& f : files)
+        for (const ByteRange& r : f.ranges)
+            total += r.length;
+    return total;
+}
+
+} // namespace snapdedupe
