@@ -76,6 +76,7 @@ std::vector<DataBlock> dedupable_blocks(int fd, uint64_t file_size, const std::v
         b.file_offset = start;
         b.length = end - start;
         b.compressed = (it->flags & FIEMAP_EXTENT_ENCODED) != 0;
+        b.map_start = it->logical;
         uint64_t delta = start - it->logical;
         if (b.compressed) {
             // Bytes inside a compressed extent have no disk address: key by the extent and

@@ -16,6 +16,9 @@ struct DataBlock {
     BlockKey key;
     // An address inside the block's (first) extent, for LOGICAL_INO: who else references it.
     uint64_t extent_address = 0;
+    // Where the FIEMAP extent holding the block's start begins in the file. FIEMAP merges
+    // adjacent extent items, never splits them, so no item covering the block starts earlier.
+    uint64_t map_start = 0;
     bool compressed = false;
 };
 

@@ -30,6 +30,13 @@ CREATE TABLE blocks (
     UNIQUE (extent, extent_offset)
 );
 CREATE INDEX blocks_by_hash ON blocks (hash, length);
+CREATE TABLE deferred (                 -- duplicates left busy (EAGAIN) for the next run
+    root_id INTEGER NOT NULL, inode INTEGER NOT NULL, inode_gen INTEGER NOT NULL,
+    file_offset INTEGER NOT NULL, length INTEGER NOT NULL, hash INTEGER NOT NULL,
+    extent INTEGER NOT NULL, extent_offset INTEGER NOT NULL,
+    extent_address INTEGER NOT NULL, map_start INTEGER NOT NULL, compressed INTEGER NOT NULL,
+    PRIMARY KEY (root_id, inode, file_offset)
+);
 )sql";
 
 Database& prepared(Database& db)
@@ -152,6 +159,38 @@ std::vector<std::string> BlockIndex::changed_paths(const std::string& uuid)
             start = i + 1;
         }
     }
+    return out;
+}
+
+void BlockIndex::add_deferred(const DeferredBlock& b)
+{
+    Statement st = db_.prepare("INSERT OR REPLACE INTO deferred (root_id, inode, inode_gen, file_offset, length, hash, "
+                               "extent, extent_offset, extent_address, map_start, compressed) "
+                               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
+    st.bind(1, b.where.root).bind(2, b.where.inode).bind(3, b.where.inode_gen).bind(4, b.where.file_offset);
+    st.bind(5, b.length).bind(6, b.hash).bind(7, b.key.extent).bind(8, b.key.extent_offset);
+    st.bind(9, b.extent_address).bind(10, b.map_start).bind(11, int64_t{b.compressed ? 1 : 0});
+    st.run();
+}
+
+std::vector<DeferredBlock> BlockIndex::take_deferred()
+{
+    Statement st = db_.prepare("SELECT root_id, inode, inode_gen, file_offset, length, hash, extent, extent_offset, "
+                               "extent_address, map_start, compressed FROM deferred ORDER BY root_id, inode, file_offset");
+    std::vector<DeferredBlock> out;
+    auto u = [&](int col) { return static_cast<uint64_t>(st.int64(col)); };
+    while (st.step()) {
+        DeferredBlock b;
+        b.where = {u(0), u(1), u(2), u(3)};
+        b.length = u(4);
+        b.hash = u(5);
+        b.key = {u(6), u(7)};
+        b.extent_address = u(8);
+        b.map_start = u(9);
+        b.compressed = st.int64(10) != 0;
+        out.push_back(b);
+    }
+    db_.exec("DELETE FROM deferred");
     return out;
 }
 

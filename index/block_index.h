@@ -55,6 +55,18 @@ struct ProcessedSnapshot {
     std::vector<std::string> changed_paths;
 };
 
+// A duplicate block whose extent could not be freed because a `btrfs send` was reading a
+// root that references it (EAGAIN): retried at the end of the run, then in the next run.
+struct DeferredBlock {
+    BlockLocation where;     // the block in the snapshot that was processed
+    uint64_t length = 0;
+    uint64_t hash = 0;
+    BlockKey key;
+    uint64_t extent_address = 0;
+    uint64_t map_start = 0;
+    bool compressed = false;
+};
+
 // The index file cannot be used: newer schema, not ours, or damaged.
 class IndexError : public std::runtime_error {
 public:
@@ -77,6 +89,9 @@ public:
     void forget_block(int64_t id);
     void add_snapshot(const ProcessedSnapshot& snapshot);
     std::vector<std::string> changed_paths(const std::string& uuid);
+    void add_deferred(const DeferredBlock& block);
+    // All deferred blocks, removed from the index: the caller adds back those still busy.
+    std::vector<DeferredBlock> take_deferred();
     int64_t block_count();
 
 private:

@@ -42,6 +42,18 @@ T read_le(const uint8_t* p)
     return v;
 }
 
+// Copies a block group profile keeps of each block (parity profiles count as one).
+uint32_t copies_of(uint64_t flags)
+{
+    if (flags & BTRFS_BLOCK_GROUP_RAID1C4)
+        return 4;
+    if (flags & BTRFS_BLOCK_GROUP_RAID1C3)
+        return 3;
+    if (flags & (BTRFS_BLOCK_GROUP_DUP | BTRFS_BLOCK_GROUP_RAID1 | BTRFS_BLOCK_GROUP_RAID10))
+        return 2;
+    return 1;
+}
+
 } // namespace
 
 std::vector<ExtentRef> logical_ino(int fs_fd, uint64_t logical, bool whole_extent)
@@ -143,6 +155,78 @@ bool subvolume_is_read_only(int fs_fd, uint64_t root)
     return (info.flags & BTRFS_ROOT_SUBVOL_RDONLY) != 0;
 }
 
+std::vector<FileExtentItem> file_extent_items(int fs_fd, uint64_t root, uint64_t inode, uint64_t min_offset,
+                                              uint64_t max_offset)
+{
+    constexpr size_t kBufferSize = 64 * 1024;
+    std::vector<uint64_t> storage((sizeof(btrfs_ioctl_search_args_v2) + kBufferSize) / sizeof(uint64_t) + 1);
+    auto* args = reinterpret_cast<btrfs_ioctl_search_args_v2*>(storage.data());
+    std::vector<FileExtentItem> items;
+    uint64_t next = min_offset;
+    while (next <= max_offset) {
+        btrfs_ioctl_search_key& key = args->key;
+        key = {};
+        key.tree_id = root;
+        key.min_objectid = key.max_objectid = inode;
+        key.min_type = key.max_type = BTRFS_EXTENT_DATA_KEY;
+        key.min_offset = next;
+        key.max_offset = max_offset;
+        key.max_transid = ~0ULL;
+        key.nr_items = 4096;
+        args->buf_size = kBufferSize;
+        check_sys(::ioctl(fs_fd, BTRFS_IOC_TREE_SEARCH_V2, args), "TREE_SEARCH for extents of inode",
+                  std::to_string(inode));
+        if (key.nr_items == 0)
+            break;
+        const uint8_t* p = args->buf;
+        uint64_t last = next;
+        for (uint32_t i = 0; i < key.nr_items; ++i) {
+            btrfs_ioctl_search_header hdr;
+            std::memcpy(&hdr, p, sizeof hdr);
+            const uint8_t* item = p + sizeof hdr;
+            p += sizeof hdr + hdr.len;
+            last = hdr.offset;
+            if (hdr.type != BTRFS_EXTENT_DATA_KEY || hdr.objectid != inode ||
+                hdr.len < offsetof(btrfs_file_extent_item, disk_bytenr))
+                continue;
+            FileExtentItem e;
+            e.file_offset = hdr.offset;
+            e.type = item[offsetof(btrfs_file_extent_item, type)];
+            e.compression = item[offsetof(btrfs_file_extent_item, compression)];
+            if (e.type != BTRFS_FILE_EXTENT_INLINE && hdr.len >= sizeof(btrfs_file_extent_item)) {
+                e.disk_bytenr = read_le<uint64_t>(item + offsetof(btrfs_file_extent_item, disk_bytenr));
+                e.disk_num_bytes = read_le<uint64_t>(item + offsetof(btrfs_file_extent_item, disk_num_bytes));
+                e.extent_offset = read_le<uint64_t>(item + offsetof(btrfs_file_extent_item, offset));
+                e.num_bytes = read_le<uint64_t>(item + offsetof(btrfs_file_extent_item, num_bytes));
+            }
+            items.push_back(e);
+        }
+        if (last == ~0ULL)
+            break;
+        next = last + 1;
+    }
+    return items;
+}
+
+MetadataGeometry metadata_geometry(int fs_fd, const std::string& name)
+{
+    MetadataGeometry g;
+    btrfs_ioctl_fs_info_args info{};
+    check_sys(::ioctl(fs_fd, BTRFS_IOC_FS_INFO, &info), "reading filesystem info of", name);
+    g.nodesize = info.nodesize;
+    g.sectorsize = info.sectorsize;
+    btrfs_ioctl_space_args probe{};
+    check_sys(::ioctl(fs_fd, BTRFS_IOC_SPACE_INFO, &probe), "reading space info of", name);
+    std::vector<uint8_t> buf(sizeof(btrfs_ioctl_space_args) + probe.total_spaces * sizeof(btrfs_ioctl_space_info));
+    auto* args = reinterpret_cast<btrfs_ioctl_space_args*>(buf.data());
+    args->space_slots = probe.total_spaces;
+    check_sys(::ioctl(fs_fd, BTRFS_IOC_SPACE_INFO, args), "reading space info of", name);
+    for (uint64_t i = 0; i < args->total_spaces; ++i)
+        if ((args->spaces[i].flags & BTRFS_BLOCK_GROUP_METADATA) && !(args->spaces[i].flags & BTRFS_SPACE_INFO_GLOBAL_RSV))
+            g.copies = std::max(g.copies, copies_of(args->spaces[i].flags));
+    return g;
+}
+
 void sync_filesystem(int fs_fd, const std::string& name)
 {
     check_sys(::ioctl(fs_fd, BTRFS_IOC_SYNC, nullptr), "syncing", name);
@@ -167,13 +251,7 @@ SpaceUsage space_usage(int fs_fd, const std::string& name)
         const btrfs_ioctl_space_info& s = args->spaces[i];
         if (s.flags & BTRFS_SPACE_INFO_GLOBAL_RSV)
             continue;
-        uint64_t copies = 1;
-        if (s.flags & (BTRFS_BLOCK_GROUP_DUP | BTRFS_BLOCK_GROUP_RAID1 | BTRFS_BLOCK_GROUP_RAID10))
-            copies = 2;
-        else if (s.flags & BTRFS_BLOCK_GROUP_RAID1C3)
-            copies = 3;
-        else if (s.flags & BTRFS_BLOCK_GROUP_RAID1C4)
-            copies = 4;
+        uint64_t copies = copies_of(s.flags);
         if (s.flags & BTRFS_BLOCK_GROUP_DATA)
             usage.data_used += s.used_bytes;
         else if (s.flags & BTRFS_BLOCK_GROUP_METADATA)

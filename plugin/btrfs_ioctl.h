@@ -51,6 +51,32 @@ UniqueFd open_by_handle(int mount_fd, const InodeHandle& handle);
 
 bool subvolume_is_read_only(int fs_fd, uint64_t root);
 
+// One EXTENT_DATA item: file bytes [file_offset, file_offset + num_bytes) are bytes
+// [extent_offset, extent_offset + num_bytes) of the (uncompressed) data of the extent at
+// disk_bytenr. The extent is freed only when no item references any part of it.
+struct FileExtentItem {
+    uint64_t file_offset = 0;
+    uint8_t type = 0;        // BTRFS_FILE_EXTENT_{INLINE,REG,PREALLOC}
+    uint8_t compression = 0;
+    uint64_t disk_bytenr = 0; // 0: a hole
+    uint64_t disk_num_bytes = 0;
+    uint64_t extent_offset = 0;
+    uint64_t num_bytes = 0;
+};
+// The items of (root, inode) whose file offsets lie in [min_offset, max_offset], in order
+// (BTRFS_IOC_TREE_SEARCH_V2 on the subvolume's tree).
+std::vector<FileExtentItem> file_extent_items(int fs_fd, uint64_t root, uint64_t inode, uint64_t min_offset,
+                                              uint64_t max_offset);
+
+// Metadata block size and how many copies the metadata profile keeps (DUP: 2), and the data
+// sector size (extents hold whole sectors, so a file's tail fills out its last one).
+struct MetadataGeometry {
+    uint32_t sectorsize = 4096;
+    uint32_t nodesize = 16384;
+    uint32_t copies = 1;
+};
+MetadataGeometry metadata_geometry(int fs_fd, const std::string& name);
+
 struct SpaceUsage {
     uint64_t data_used = 0;         // bytes of file data (one copy)
     uint64_t metadata_used = 0;     // bytes of metadata (one copy)

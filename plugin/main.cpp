@@ -30,7 +30,7 @@ enum ExitCode {
     kBadStream = 6,    // the kernel's send stream did not parse
 };
 
-const char* const kUsageText = R"(usage: snapdedupe run [--db FILE] [--dry-run] [--json] PATH...
+const char* const kUsageText = R"(usage: snapdedupe run [--db FILE] [--dry-run] [--readonly-only] [--json] PATH...
        snapdedupe diff [--json] OLD NEW
        snapdedupe --help | --version
 
@@ -67,6 +67,7 @@ int run_main(const std::vector<std::string>& args)
     opts.add_options()
         ("db", po::value<std::string>(), "index file (default /var/lib/snapdedupe/<fs-uuid>.sqlite)")
         ("dry-run", "report what would be deduped; change nothing")
+        ("readonly-only", "leave alone extents that a writable subvolume references")
         ("json", "print the report as one JSON object")
         ("path", po::value<std::vector<std::string>>(), "snapshot or directory of snapshots");
     po::positional_options_description pos;
@@ -81,6 +82,7 @@ int run_main(const std::vector<std::string>& args)
     if (vm.count("db"))
         options.db_path = vm["db"].as<std::string>();
     options.dry_run = vm.count("dry-run") > 0;
+    options.readonly_only = vm.count("readonly-only") > 0;
     if (options.paths.empty())
         return fail(kUsage, "run needs at least one PATH (see --help)");
     if (::geteuid() != 0)

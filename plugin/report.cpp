@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <ostream>
+#include <string>
 
 namespace snapdedupe {
 
@@ -33,7 +34,11 @@ void print_counters_json(std::ostream& out, const DedupeCounters& c)
     out << "\"duplicate_bytes\": " << c.duplicate_bytes << ", \"deduped_bytes\": " << c.deduped_bytes
         << ", \"differs_bytes\": " << c.differs_bytes << ", \"skipped_writable_bytes\": " << c.skipped_writable_bytes
         << ", \"references_moved\": " << c.references_moved << ", \"dedupe_errors\": " << c.dedupe_errors
-        << ", \"busy_deferred\": " << c.busy_deferred;
+        << ", \"busy_deferred\": " << c.busy_deferred << ", \"skipped_partial_bytes\": " << c.skipped_partial_bytes
+        << ", \"skipped_cost_bytes\": " << c.skipped_cost_bytes << ", \"extents_planned\": " << c.extents_planned
+        << ", \"extents_moved\": " << c.extents_moved << ", \"predicted_freed_bytes\": " << c.predicted_freed_bytes
+        << ", \"predicted_metadata_bytes\": " << c.predicted_metadata_bytes
+        << ", \"large_fanout_extents\": " << c.large_fanout_extents;
 }
 
 } // namespace
@@ -44,6 +49,13 @@ void DedupeCounters::add(const DedupeCounters& o)
     deduped_bytes += o.deduped_bytes;
     differs_bytes += o.differs_bytes;
     skipped_writable_bytes += o.skipped_writable_bytes;
+    skipped_partial_bytes += o.skipped_partial_bytes;
+    skipped_cost_bytes += o.skipped_cost_bytes;
+    extents_planned += o.extents_planned;
+    extents_moved += o.extents_moved;
+    predicted_freed_bytes += o.predicted_freed_bytes;
+    predicted_metadata_bytes += o.predicted_metadata_bytes;
+    large_fanout_extents += o.large_fanout_extents;
     references_moved += o.references_moved;
     dedupe_errors += o.dedupe_errors;
     busy_deferred += o.busy_deferred;
@@ -64,6 +76,11 @@ void print_human(std::ostream& out, const RunReport& r)
             << ": changed " << human_bytes(s.bytes_changed) << ", hashed " << human_bytes(s.bytes_hashed)
             << ", duplicate " << human_bytes(s.dedupe.duplicate_bytes) << ", deduped "
             << human_bytes(s.dedupe.deduped_bytes) << "\n";
+        for (const PlannedExtentReport& e : s.plan)
+            out << "  would free extent " << e.disk_bytenr << " (" << human_bytes(e.disk_bytes) << "): move "
+                << e.references << " reference" << (e.references == 1 ? "" : "s")
+                << (e.writable ? " (one in a writable subvolume)" : "") << ", metadata ~"
+                << human_bytes(e.metadata_cost) << "\n";
     }
     const DedupeCounters& c = r.dedupe;
     out << (r.dry_run ? "dry run: nothing was changed\n" : "");
@@ -71,12 +88,24 @@ void print_human(std::ostream& out, const RunReport& r)
     out << "changed (send):        " << human_bytes(r.bytes_changed) << "\n";
     out << "read and hashed:       " << human_bytes(r.bytes_hashed) << "\n";
     out << "duplicate found:       " << human_bytes(c.duplicate_bytes) << "\n";
-    out << (r.dry_run ? "would dedupe:          " : "deduped:               ")
-        << human_bytes(r.dry_run ? c.duplicate_bytes - c.skipped_writable_bytes : c.deduped_bytes) << " ("
-        << c.references_moved << " references" << (r.dry_run ? " to move)\n" : " moved)\n");
+    if (!r.dry_run)
+        out << "deduped:               " << human_bytes(c.deduped_bytes) << " (" << c.references_moved
+            << " references moved)\n";
+    out << "extents to free:       " << c.extents_planned << " planned"
+        << (r.dry_run ? "" : ", " + std::to_string(c.extents_moved) + " freed") << "; predicted "
+        << human_bytes(c.predicted_freed_bytes) << " data for ~" << human_bytes(c.predicted_metadata_bytes)
+        << " metadata\n";
     if (c.skipped_writable_bytes)
         out << "skipped (writable):    " << human_bytes(c.skipped_writable_bytes)
-            << " referenced by a writable subvolume\n";
+            << " referenced by a writable subvolume (--readonly-only)\n";
+    if (c.skipped_partial_bytes)
+        out << "skipped (partial):     " << human_bytes(c.skipped_partial_bytes)
+            << " in extents that also hold unique data: sharing them frees nothing\n";
+    if (c.skipped_cost_bytes)
+        out << "skipped (cost):        " << human_bytes(c.skipped_cost_bytes)
+            << " whose moves would cost more metadata than they free\n";
+    if (c.large_fanout_extents)
+        out << "large fan-out:         " << c.large_fanout_extents << " extents with more than 120 references\n";
     if (c.differs_bytes)
         out << "changed meanwhile:     " << human_bytes(c.differs_bytes) << " (kernel compare differed)\n";
     if (c.dedupe_errors || c.busy_deferred)
@@ -112,7 +141,14 @@ void print_json(std::ostream& out, const RunReport& r)
             << (s.parent_path.empty() ? "null" : json_quote(s.parent_path)) << ", \"bytes_changed\": "
             << s.bytes_changed << ", \"bytes_hashed\": " << s.bytes_hashed << ", ";
         print_counters_json(out, s.dedupe);
-        out << "}";
+        out << ", \"plan\": [";
+        for (size_t e = 0; e < s.plan.size(); ++e) {
+            const PlannedExtentReport& p = s.plan[e];
+            out << (e ? ", " : "") << "{\"extent\": " << p.disk_bytenr << ", \"bytes\": " << p.disk_bytes
+                << ", \"references\": " << p.references << ", \"metadata_cost\": " << p.metadata_cost
+                << ", \"writable\": " << (p.writable ? "true" : "false") << "}";
+        }
+        out << "]}";
     }
     out << "]}\n";
 }

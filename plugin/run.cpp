@@ -91,7 +91,8 @@ void run_filesystem(Filesystem& fs, const RunOptions& options, RunReport& report
         dry_run_scope.emplace(*db); // never committed
 
     add_usage(report.before, space_usage(fs.fd.get(), fs.first_path));
-    SnapshotPass pass(fs.fd.get(), index, options.dry_run);
+    SnapshotPass pass(fs.fd.get(), index, metadata_geometry(fs.fd.get(), fs.first_path),
+                      {options.dry_run, options.readonly_only});
     for (const Lineage& lineage : group_lineages(fs.snapshots)) {
         const Snapshot* parent = nullptr;
         for (const Snapshot& snapshot : lineage.snapshots) {
@@ -107,6 +108,15 @@ void run_filesystem(Filesystem& fs, const RunOptions& options, RunReport& report
             }
             parent = &snapshot;
         }
+    }
+    // Extents a running send kept busy were deferred to here, the end of the run.
+    {
+        std::optional<Transaction> tx;
+        if (!options.dry_run)
+            tx.emplace(*db);
+        report.dedupe.add(pass.retry_deferred());
+        if (tx)
+            tx->commit();
     }
     add_usage(report.after, space_usage(fs.fd.get(), fs.first_path));
     report.filesystems.push_back(fs.uuid);

@@ -19,6 +19,7 @@ struct RunOptions {
     std::vector<std::string> paths;
     std::string db_path; // empty: /var/lib/snapdedupe/<fs-uuid>.sqlite
     bool dry_run = false;
+    bool readonly_only = false; // leave alone extents that a writable subvolume references
 };
 
 inline constexpr const char* kDefaultIndexDir = "/var/lib/snapdedupe";

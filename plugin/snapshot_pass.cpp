@@ -9,6 +9,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cstdlib>
+#include <fstream>
+
 namespace snapdedupe {
 
 namespace {
@@ -43,8 +46,20 @@ std::vector<FileRange> to_file_ranges(const std::vector<ByteRange>& ranges)
 
 } // namespace
 
-SnapshotPass::SnapshotPass(int fs_fd, BlockIndex& index, bool dry_run)
-    : fs_fd_(fs_fd), index_(index), mover_(fs_fd, dry_run)
+// A test seam for races the kernel must win: when set, the pass waits before deduping until a
+// line can be read from this FIFO, so a test can change a file between hashing and dedupe.
+void wait_for_test_seam()
+{
+    const char* fifo = std::getenv("SNAPDEDUPE_TEST_PAUSE_BEFORE_DEDUPE");
+    if (!fifo || !*fifo)
+        return;
+    std::ifstream in(fifo);
+    std::string line;
+    std::getline(in, line);
+}
+
+SnapshotPass::SnapshotPass(int fs_fd, BlockIndex& index, MetadataGeometry geometry, PassPolicy policy)
+    : fs_fd_(fs_fd), index_(index), policy_(policy), planner_(fs_fd, geometry, policy.readonly_only), mover_(fs_fd)
 {
 }
 
@@ -89,6 +104,66 @@ void SnapshotPass::scan_file(int snapshot_fd, const std::string& name, const Fil
     }
 }
 
+DedupeCounters SnapshotPass::dedupe(const std::vector<DuplicateBlock>& duplicates,
+                                    std::vector<PlannedExtentReport>* plan_out)
+{
+    ExtentPlan plan = planner_.plan(duplicates);
+    DedupeCounters counters = plan.counters;
+    for (const DuplicateBlock& d : duplicates)
+        counters.duplicate_bytes += d.block.length;
+
+    std::vector<bool> moved(duplicates.size(), false);
+    std::vector<bool> busy(duplicates.size(), false);
+    if (policy_.dry_run) {
+        for (const PlannedExtent& e : plan.extents)
+            plan_out->push_back({e.disk_bytenr, e.disk_bytes, e.references, e.metadata_cost, e.writable});
+    } else if (!plan.moves.empty()) {
+        wait_for_test_seam();
+        MoveOutcome outcome = mover_.execute(plan, duplicates.size());
+        counters.add(outcome.counters);
+        moved = outcome.moved;
+        busy = outcome.busy;
+    }
+    // A duplicate that stayed where it was is still a location of its bytes; one whose extent
+    // was busy is tried again later.
+    for (size_t i = 0; i < duplicates.size(); ++i) {
+        const DuplicateBlock& d = duplicates[i];
+        BlockLocation where{d.file.root, d.file.inode, d.file.generation, d.block.file_offset};
+        if (busy[i])
+            index_.add_deferred({where, d.block.length, d.hash, d.block.key, d.block.extent_address,
+                                 d.block.map_start, d.block.compressed});
+        else if (!moved[i])
+            index_.add_block(d.block.key, d.block.length, d.hash, where);
+    }
+    return counters;
+}
+
+DedupeCounters SnapshotPass::retry_deferred()
+{
+    std::vector<DuplicateBlock> duplicates;
+    for (const DeferredBlock& b : index_.take_deferred()) {
+        DuplicateBlock d;
+        d.file = {b.where.root, b.where.inode, b.where.inode_gen};
+        d.block.file_offset = b.where.file_offset;
+        d.block.length = b.length;
+        d.block.key = b.key;
+        d.block.extent_address = b.extent_address;
+        d.block.map_start = b.map_start;
+        d.block.compressed = b.compressed;
+        d.hash = b.hash;
+        std::optional<IndexedBlock> keeper = find_keeper(b.hash, d.block);
+        if (!keeper || !open_by_handle(fs_fd_, d.file))
+            continue; // the copy or the block is gone: nothing left to do
+        d.keeper = *keeper;
+        duplicates.push_back(d);
+    }
+    if (duplicates.empty() || policy_.dry_run)
+        return {};
+    DedupeCounters counters = dedupe(duplicates, nullptr);
+    counters.duplicate_bytes = 0; // counted when they were found
+    return counters;
+}
+
 SnapshotReport SnapshotPass::process(const Snapshot& snapshot, const Snapshot* parent, const std::string& lineage)
 {
     SnapshotReport report;
@@ -108,16 +183,7 @@ SnapshotReport SnapshotPass::process(const Snapshot& snapshot, const Snapshot* p
     for (const FileChange& change : changes.files)
         scan_file(snapshot_fd.get(), snapshot.path + "/" + change.path, change, report, duplicates);
 
-    MoveOutcome outcome = mover_.move(duplicates);
-    report.dedupe = outcome.counters;
-    // A duplicate that stayed where it was is still a location of its bytes.
-    for (size_t i = 0; i < duplicates.size(); ++i) {
-        if (outcome.moved[i])
-            continue;
-        const DuplicateBlock& d = duplicates[i];
-        index_.add_block(d.block.key, d.block.length, d.hash,
-                         {d.file.root, d.file.inode, d.file.generation, d.block.file_offset});
-    }
+    report.dedupe = dedupe(duplicates, policy_.dry_run ? &report.plan : nullptr);
 
     ProcessedSnapshot record;
     record.uuid = uuid_to_string(snapshot.uuid);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "index/block_index.h"
+#include "plugin/extent_planner.h"
 #include "plugin/reference_mover.h"
 #include "plugin/run_report.h"
 #include "snapshots/change_set.h"
@@ -14,23 +15,36 @@
 
 namespace snapdedupe {
 
+struct PassPolicy {
+    bool dry_run = false;
+    bool readonly_only = false; // leave extents that a writable subvolume references
+};
+
 class SnapshotPass {
 public:
-    SnapshotPass(int fs_fd, BlockIndex& index, bool dry_run);
+    SnapshotPass(int fs_fd, BlockIndex& index, MetadataGeometry geometry, PassPolicy policy);
 
     // Diffs `snapshot` against `parent` (nullptr: a full stream), hashes the changed blocks
     // the index does not know, dedupes the duplicates and records all of it in the index.
     // The caller wraps it in one transaction.
     SnapshotReport process(const Snapshot& snapshot, const Snapshot* parent, const std::string& lineage);
 
+    // Retries the duplicates left busy (EAGAIN) by this or an earlier run; those still busy
+    // stay deferred for the next run.
+    DedupeCounters retry_deferred();
+
 private:
     // The oldest indexed copy that still opens; copies that no longer open are forgotten.
     std::optional<IndexedBlock> find_keeper(uint64_t hash, const DataBlock& block);
     void scan_file(int snapshot_fd, const std::string& name, const FileChange& change, SnapshotReport& report,
                    std::vector<DuplicateBlock>& duplicates);
+    // Plans and (unless a dry run) moves; records what stayed in the index.
+    DedupeCounters dedupe(const std::vector<DuplicateBlock>& duplicates, std::vector<PlannedExtentReport>* plan_out);
 
     int fs_fd_;
     BlockIndex& index_;
+    PassPolicy policy_;
+    ExtentPlanner planner_;
     ReferenceMover mover_;
     std::map<InodeHandle, bool> opens_;
     std::set<std::tuple<uint64_t, uint64_t>> pending_; // keys of this pass's duplicates

@@ -154,31 +154,50 @@ def part_main(r, ws, binary):
 
 
 def part_live(r, ws, binary):
-    r.section("6. live subvolume kept: duplicates it references are skipped")
-    fs = ws.make_btrfs("live", size=GiB)
-    b, info = build_dedupe_series(fs, keep_live=True, seed=777)
-    snaps = info["snapshots"]
-    live = info["live"]
-    r.check("fixture: live subvolume present and writable", os.path.isdir(live) and not is_readonly(live))
-    paths = snaps + [live]
-    before = manifest_all(paths)
-    ids_before = {s: subvol_ids(s) for s in snaps}
-    live_m = manifest(live)
-    r.check("fixture: both copies of a duplicate live in the live subvolume",
-            "dup2m_a" in live_m and "dir/dup2m_b" in live_m and live_m["dup2m_a"][-1] == live_m["dir/dup2m_b"][-1])
-    if binary is None:
-        print("  (selftest-fixture: not running the binary)", flush=True)
-        return
-    res = run_tool(binary, ["run", "--db", ws.tmp("index-live.sqlite"), "--json", fs.path("snaps")])
-    check_run_ok(r, "live-kept run", res, dry_run=False)
-    r.check(f"live-kept run: snapshots_processed == {len(snaps)}", jint(res, "snapshots_processed") == len(snaps),
-            str(jint(res, "snapshots_processed")))
-    sk = jint(res, "skipped_writable_bytes")
-    print(f"  skipped_writable_bytes={sk} (dups whose every copy is in the live subvolume: "
-          f"{info['live_only_dup_bytes']})", flush=True)
-    r.check("live-kept run: skipped_writable_bytes > 0", ge(sk, 1), str(sk))
-    check_integrity(r, "live-kept run (snapshots + live subvolume)", before, paths, ids_before)
-    r.check("live-kept run: live subvolume still writable", not is_readonly(live))
+    """A live subvolume that still references duplicates (snapper's case). By default its
+    references move too, so the space is freed; --readonly-only leaves those extents alone."""
+    for mode in ("default", "readonly-only"):
+        r.section(f"6. live subvolume kept, {mode}")
+        fs = ws.make_btrfs(f"live-{mode}", size=GiB)
+        b, info = build_dedupe_series(fs, keep_live=True, seed=777)
+        snaps = info["snapshots"]
+        live = info["live"]
+        known = info["known_dup_bytes"]
+        r.check("fixture: live subvolume present and writable", os.path.isdir(live) and not is_readonly(live))
+        paths = snaps + [live]
+        before = manifest_all(paths)
+        ids_before = {s: subvol_ids(s) for s in snaps}
+        live_m = manifest(live)
+        r.check("fixture: both copies of a duplicate live in the live subvolume",
+                "dup2m_a" in live_m and "dir/dup2m_b" in live_m and live_m["dup2m_a"][-1] == live_m["dir/dup2m_b"][-1])
+        if binary is None:
+            print("  (selftest-fixture: not running the binary)", flush=True)
+            continue
+        u0 = df(fs.mnt)
+        extra = ["--readonly-only"] if mode == "readonly-only" else []
+        res = run_tool(binary, ["run", "--db", ws.tmp(f"index-{mode}.sqlite"), "--json"] + extra + [fs.path("snaps")])
+        check_run_ok(r, f"{mode} run", res, dry_run=False)
+        r.check(f"{mode} run: snapshots_processed == {len(snaps)}", jint(res, "snapshots_processed") == len(snaps),
+                str(jint(res, "snapshots_processed")))
+        u1 = df(fs.mnt)
+        freed = u0["data_used"] - u1["data_used"]
+        sk = jint(res, "skipped_writable_bytes")
+        print(f"  known_dup_bytes={known} freed={freed} skipped_writable_bytes={sk} "
+              f"(dups whose every copy is in the live subvolume: {info['live_only_dup_bytes']})", flush=True)
+        if mode == "default":
+            r.check("default run: skipped_writable_bytes == 0", sk == 0, str(sk))
+            r.check("default run: df Data used dropped by known_dup_bytes within 5%",
+                    abs(freed - known) <= 0.05 * known, f"{freed} vs {known}")
+            r.check("default run: report's predicted_freed_bytes matches df within 5%",
+                    abs(jint(res, "predicted_freed_bytes") - freed) <= 0.05 * max(freed, 1),
+                    f"{jint(res, 'predicted_freed_bytes')} vs {freed}")
+        else:
+            r.check("readonly-only run: skipped_writable_bytes >= dups held only by the live subvolume",
+                    ge(sk, info["live_only_dup_bytes"]), f"{sk} vs {info['live_only_dup_bytes']}")
+            r.check("readonly-only run: the live subvolume's duplicate extents stay allocated",
+                    freed <= known - info["live_only_dup_bytes"], f"freed {freed} vs {known - info['live_only_dup_bytes']}")
+        check_integrity(r, f"{mode} run (snapshots + live subvolume)", before, paths, ids_before)
+        r.check(f"{mode} run: live subvolume still writable", not is_readonly(live))
 
 
 def main():

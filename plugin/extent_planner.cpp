@@ -1,0 +1,210 @@
+#include "plugin/extent_planner.h"
+
+#include "plugin/deduper.h"
+
+#include <linux/btrfs_tree.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+
+namespace snapdedupe {
+
+namespace {
+
+// A metadata leaf holds the items of a few dozen neighbouring inodes (inode item, refs,
+// xattrs, extent items: a few hundred bytes each in a 16 KiB leaf), and inode numbers of files
+// written together are neighbours. So references in one snapshot to inodes that share
+// inode / kInodesPerLeaf are taken to share a leaf: it is unshared (copied) once, whatever
+// the number of references moved in it. An estimate, checked against measured growth.
+constexpr uint64_t kInodesPerLeaf = 32;
+
+} // namespace
+
+struct ExtentPlanner::Piece {
+    uint64_t extent_offset = 0; // in the extent's uncompressed data
+    uint64_t length = 0;
+    InodeHandle src;
+    uint64_t src_offset = 0;
+};
+
+struct ExtentPlanner::Candidate {
+    uint64_t disk_bytenr = 0;
+    uint64_t disk_bytes = 0;
+    bool onto_itself = false; // a keeper lies in this very extent
+    std::vector<Piece> pieces;
+    std::vector<size_t> blocks;
+    InodeHandle primary_file;
+    uint64_t duplicate_bytes = 0;
+};
+
+struct ExtentPlanner::Reference {
+    InodeHandle file;
+    FileExtentItem item;
+};
+
+bool ExtentPlanner::read_only(uint64_t root)
+{
+    auto it = read_only_.find(root);
+    if (it == read_only_.end())
+        it = read_only_.emplace(root, subvolume_is_read_only(fs_fd_, root)).first;
+    return it->second;
+}
+
+bool ExtentPlanner::regular_file(uint64_t root, uint64_t inode, InodeHandle& handle)
+{
+    auto key = std::make_pair(root, inode);
+    auto it = inodes_.find(key);
+    if (it == inodes_.end()) {
+        InodeInfo info;
+        InodeHandle h{root, inode, 0};
+        if (read_inode(fs_fd_, root, inode, info) && S_ISREG(info.mode))
+            h.generation = info.generation;
+        it = inodes_.emplace(key, h).first;
+    }
+    handle = it->second;
+    return handle.generation != 0;
+}
+
+// Maps each duplicate block onto the extents that hold its bytes in the snapshot's file.
+std::map<uint64_t, ExtentPlanner::Candidate>
+ExtentPlanner::collect_candidates(const std::vector<DuplicateBlock>& duplicates)
+{
+    std::map<uint64_t, Candidate> candidates;
+    for (size_t i = 0; i < duplicates.size(); ++i) {
+        const DuplicateBlock& d = duplicates[i];
+        const uint64_t b0 = d.block.file_offset;
+        const uint64_t b1 = b0 + d.block.length;
+        for (const FileExtentItem& item :
+             file_extent_items(fs_fd_, d.file.root, d.file.inode, d.block.map_start, b1 - 1)) {
+            uint64_t o0 = std::max(b0, item.file_offset);
+            uint64_t o1 = std::min(b1, item.file_offset + item.num_bytes);
+            if (item.type != BTRFS_FILE_EXTENT_REG || item.disk_bytenr == 0 || o0 >= o1)
+                continue;
+            Candidate& c = candidates[item.disk_bytenr];
+            c.disk_bytenr = item.disk_bytenr;
+            c.disk_bytes = item.disk_num_bytes;
+            c.primary_file = d.file;
+            Piece p;
+            p.extent_offset = item.extent_offset + (o0 - item.file_offset);
+            p.length = o1 - o0;
+            p.src = {d.keeper.where.root, d.keeper.where.inode, d.keeper.where.inode_gen};
+            p.src_offset = d.keeper.where.file_offset + (o0 - b0);
+            c.pieces.push_back(p);
+            c.duplicate_bytes += p.length;
+            if (c.blocks.empty() || c.blocks.back() != i)
+                c.blocks.push_back(i);
+            uint64_t k = d.keeper.key.extent;
+            if (k >= item.disk_bytenr && k < item.disk_bytenr + std::max(item.disk_num_bytes, uint64_t{1}))
+                c.onto_itself = true;
+        }
+    }
+    return candidates;
+}
+
+// Every file extent item that points at the candidate's extent. False if one cannot be read
+// back (a race with a writer, a non-regular file): then nobody knows the extent's fate.
+bool ExtentPlanner::read_references(const Candidate& c, std::vector<Reference>& refs, bool& writable)
+{
+    writable = false;
+    for (const ExtentRef& r : logical_ino(fs_fd_, c.disk_bytenr, true)) {
+        Reference ref;
+        if (!regular_file(r.root, r.inode, ref.file))
+            return false;
+        std::vector<FileExtentItem> items = file_extent_items(fs_fd_, r.root, r.inode, r.file_offset, r.file_offset);
+        if (items.size() != 1 || items[0].disk_bytenr != c.disk_bytenr)
+            return false;
+        ref.item = items[0];
+        writable = writable || !read_only(r.root);
+        refs.push_back(ref);
+    }
+    return !refs.empty();
+}
+
+uint64_t ExtentPlanner::marginal_metadata_cost(const std::vector<Reference>& refs, bool charge)
+{
+    std::set<std::pair<uint64_t, uint64_t>> leaves;
+    for (const Reference& r : refs) {
+        auto leaf = std::make_pair(r.file.root, r.file.inode / kInodesPerLeaf);
+        if (!charged_leaves_.count(leaf))
+            leaves.insert(leaf);
+    }
+    if (charge)
+        charged_leaves_.insert(leaves.begin(), leaves.end());
+    return leaves.size() * uint64_t{geometry_.nodesize} * geometry_.copies;
+}
+
+ExtentPlan ExtentPlanner::plan(const std::vector<DuplicateBlock>& duplicates)
+{
+    ExtentPlan plan;
+    DedupeCounters& c = plan.counters;
+    for (auto& [bytenr, cand] : collect_candidates(duplicates)) {
+        std::sort(cand.pieces.begin(), cand.pieces.end(),
+                  [](const Piece& a, const Piece& b) { return a.extent_offset < b.extent_offset; });
+        std::vector<Reference> refs;
+        bool writable = false;
+        if (cand.onto_itself || !read_references(cand, refs, writable)) {
+            c.skipped_partial_bytes += cand.duplicate_bytes;
+            continue;
+        }
+        if (writable && readonly_only_) {
+            c.skipped_writable_bytes += cand.duplicate_bytes;
+            continue;
+        }
+        // Every reference's bytes must have a copy to move onto, or the extent stays.
+        bool covered = std::all_of(refs.begin(), refs.end(), [&](const Reference& r) {
+            uint64_t pos = r.item.extent_offset;
+            const uint64_t end = r.item.extent_offset + r.item.num_bytes;
+            for (const Piece& p : cand.pieces) {
+                if (p.extent_offset > pos)
+                    break;
+                // A file's last block ends at EOF, inside the extent's last sector; the rest
+                // of that sector belongs to no file.
+                uint64_t sector = geometry_.sectorsize;
+                pos = std::max(pos, (p.extent_offset + p.length + sector - 1) / sector * sector);
+                if (pos >= end)
+                    return true;
+            }
+            return pos >= end;
+        });
+        if (!covered) {
+            c.skipped_partial_bytes += cand.duplicate_bytes;
+            continue;
+        }
+        uint64_t cost = marginal_metadata_cost(refs, false);
+        if (cost >= cand.disk_bytes) {
+            c.skipped_cost_bytes += cand.duplicate_bytes;
+            continue;
+        }
+        marginal_metadata_cost(refs, true);
+
+        size_t index = plan.extents.size();
+        plan.extents.push_back({cand.disk_bytenr, cand.disk_bytes, refs.size(), cost, writable, cand.blocks});
+        ++c.extents_planned;
+        c.predicted_freed_bytes += cand.disk_bytes;
+        c.predicted_metadata_bytes += cost;
+        if (refs.size() > kMaxTargetsPerCall)
+            ++c.large_fanout_extents;
+        for (const Reference& r : refs) {
+            const uint64_t r0 = r.item.extent_offset;
+            const uint64_t r1 = r0 + r.item.num_bytes;
+            for (const Piece& p : cand.pieces) {
+                uint64_t x0 = std::max(r0, p.extent_offset);
+                uint64_t x1 = std::min(r1, p.extent_offset + p.length);
+                if (x0 >= x1)
+                    continue;
+                PlannedMove m;
+                m.dst = r.file;
+                m.dst_offset = r.item.file_offset + (x0 - r0);
+                m.src = p.src;
+                m.src_offset = p.src_offset + (x0 - p.extent_offset);
+                m.length = x1 - x0;
+                m.extent = index;
+                m.primary = r.file == cand.primary_file;
+                plan.moves.push_back(m);
+            }
+        }
+    }
+    return plan;
+}
+
+} // namespace snapdedupe

@@ -1,0 +1,86 @@
+// Planning per extent: which duplicate extents to free, and every reference that must move.
+//
+// btrfs frees an extent only when no file extent item references any part of it. So the
+// unit of work is the extent, not the block: all its references move onto the keeper, or
+// none does. An extent that also holds bytes with no other copy can never be freed, and an
+// extent whose references sit in many snapshots can cost more metadata to move (each moved
+// reference unshares the metadata leaf holding it, in that snapshot) than it frees.
+#pragma once
+
+#include "index/block_hasher.h"
+#include "index/block_index.h"
+#include "plugin/btrfs_ioctl.h"
+#include "plugin/run_report.h"
+
+#include <map>
+#include <set>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+namespace snapdedupe {
+
+// A block of the snapshot being processed whose bytes the index already holds elsewhere.
+struct DuplicateBlock {
+    InodeHandle file;
+    DataBlock block;
+    uint64_t hash = 0;
+    IndexedBlock keeper; // the oldest indexed copy, known to open
+};
+
+// One file range to share with the keeper.
+struct PlannedMove {
+    InodeHandle dst;
+    uint64_t dst_offset = 0;
+    InodeHandle src;
+    uint64_t src_offset = 0;
+    uint64_t length = 0;
+    size_t extent = 0;    // index into ExtentPlan::extents
+    bool primary = false; // the processed snapshot's own reference
+};
+
+struct PlannedExtent {
+    uint64_t disk_bytenr = 0;
+    uint64_t disk_bytes = 0;
+    uint64_t references = 0;
+    uint64_t metadata_cost = 0;
+    bool writable = false;
+    std::vector<size_t> blocks; // duplicate blocks with bytes in it
+};
+
+struct ExtentPlan {
+    std::vector<PlannedExtent> extents;
+    std::vector<PlannedMove> moves;
+    DedupeCounters counters; // skips and predictions
+};
+
+class ExtentPlanner {
+public:
+    // `readonly_only`: leave alone every extent a writable subvolume references.
+    ExtentPlanner(int fs_fd, MetadataGeometry geometry, bool readonly_only)
+        : fs_fd_(fs_fd), geometry_(geometry), readonly_only_(readonly_only)
+    {
+    }
+
+    ExtentPlan plan(const std::vector<DuplicateBlock>& duplicates);
+
+private:
+    struct Piece;     // part of an extent that a duplicate block covers
+    struct Candidate; // an extent under consideration
+    struct Reference; // one file extent item that points at a candidate
+
+    std::map<uint64_t, Candidate> collect_candidates(const std::vector<DuplicateBlock>& duplicates);
+    bool read_references(const Candidate& c, std::vector<Reference>& refs, bool& writable);
+    bool read_only(uint64_t root);
+    bool regular_file(uint64_t root, uint64_t inode, InodeHandle& handle);
+    uint64_t marginal_metadata_cost(const std::vector<Reference>& refs, bool charge);
+
+    int fs_fd_;
+    MetadataGeometry geometry_;
+    bool readonly_only_;
+    std::map<uint64_t, bool> read_only_;
+    std::map<std::pair<uint64_t, uint64_t>, InodeHandle> inodes_; // generation 0: not a regular file
+    std::set<std::pair<uint64_t, uint64_t>> charged_leaves_;       // (root, leaf guess) already unshared
+};
+
+} // namespace snapdedupe
