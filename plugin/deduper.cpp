@@ -12,7 +12,6 @@ namespace snapdedupe {
 
 namespace {
 
-constexpr int kBusyRetries = 6;
 constexpr int kFirstBusyDelayMs = 50;
 
 struct Pending {
@@ -43,7 +42,7 @@ int dedupe_call(int src_fd, uint64_t src_offset, uint64_t pos, uint64_t len, con
 } // namespace
 
 std::vector<DedupeResult> dedupe_onto(int src_fd, uint64_t src_offset, uint64_t length,
-                                      const std::vector<DedupeTarget>& targets)
+                                      const std::vector<DedupeTarget>& targets, int busy_retries)
 {
     std::vector<DedupeResult> results(targets.size());
     std::vector<Pending> pending;
@@ -74,7 +73,7 @@ std::vector<DedupeResult> dedupe_onto(int src_fd, uint64_t src_offset, uint64_t 
             uint64_t done = call_err ? 0 : infos[i].bytes_deduped;
             if (status == FILE_DEDUPE_RANGE_DIFFERS) {
                 results[t].differs += length - pos;
-            } else if (status == -EAGAIN && busy_round < kBusyRetries) {
+            } else if (status == -EAGAIN && busy_round < busy_retries) {
                 busy = true;
                 next.push_back({t, pos});
             } else if (status < 0) {

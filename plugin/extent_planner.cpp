@@ -66,39 +66,62 @@ bool ExtentPlanner::regular_file(uint64_t root, uint64_t inode, InodeHandle& han
 }
 
 // Maps each duplicate block onto the extents that hold its bytes in the snapshot's file.
+// Blocks arrive file by file, in file order: one tree search per file.
 std::map<uint64_t, ExtentPlanner::Candidate>
 ExtentPlanner::collect_candidates(const std::vector<DuplicateBlock>& duplicates)
 {
     std::map<uint64_t, Candidate> candidates;
-    for (size_t i = 0; i < duplicates.size(); ++i) {
-        const DuplicateBlock& d = duplicates[i];
-        const uint64_t b0 = d.block.file_offset;
-        const uint64_t b1 = b0 + d.block.length;
-        for (const FileExtentItem& item :
-             file_extent_items(fs_fd_, d.file.root, d.file.inode, d.block.map_start, b1 - 1)) {
-            uint64_t o0 = std::max(b0, item.file_offset);
-            uint64_t o1 = std::min(b1, item.file_offset + item.num_bytes);
-            if (item.type != BTRFS_FILE_EXTENT_REG || item.disk_bytenr == 0 || o0 >= o1)
-                continue;
-            Candidate& c = candidates[item.disk_bytenr];
-            c.disk_bytenr = item.disk_bytenr;
-            c.disk_bytes = item.disk_num_bytes;
-            c.primary_file = d.file;
-            Piece p;
-            p.extent_offset = item.extent_offset + (o0 - item.file_offset);
-            p.length = o1 - o0;
-            p.src = {d.keeper.where.root, d.keeper.where.inode, d.keeper.where.inode_gen};
-            p.src_offset = d.keeper.where.file_offset + (o0 - b0);
-            c.pieces.push_back(p);
-            c.duplicate_bytes += p.length;
-            if (c.blocks.empty() || c.blocks.back() != i)
-                c.blocks.push_back(i);
-            uint64_t k = d.keeper.key.extent;
-            if (k >= item.disk_bytenr && k < item.disk_bytenr + std::max(item.disk_num_bytes, uint64_t{1}))
-                c.onto_itself = true;
+    size_t first = 0;
+    while (first < duplicates.size()) {
+        size_t last = first;
+        uint64_t from = duplicates[first].block.map_start;
+        uint64_t to = 0;
+        while (last < duplicates.size() && duplicates[last].file == duplicates[first].file) {
+            from = std::min(from, duplicates[last].block.map_start);
+            to = std::max(to, duplicates[last].block.file_offset + duplicates[last].block.length);
+            ++last;
         }
+        const InodeHandle file = duplicates[first].file;
+        std::vector<FileExtentItem> items = file_extent_items(fs_fd_, file.root, file.inode, from, to - 1);
+        for (size_t i = first; i < last; ++i)
+            add_block_pieces(duplicates[i], i, items, candidates);
+        first = last;
     }
     return candidates;
+}
+
+void ExtentPlanner::add_block_pieces(const DuplicateBlock& d, size_t index, const std::vector<FileExtentItem>& items,
+                                     std::map<uint64_t, Candidate>& candidates)
+{
+    const uint64_t b0 = d.block.file_offset;
+    const uint64_t b1 = b0 + d.block.length;
+    // Items are in file order; the first that can overlap ends after b0.
+    auto it = std::partition_point(items.begin(), items.end(), [&](const FileExtentItem& item) {
+        return item.file_offset + std::max(item.num_bytes, uint64_t{1}) <= b0;
+    });
+    for (; it != items.end() && it->file_offset < b1; ++it) {
+        const FileExtentItem& item = *it;
+        uint64_t o0 = std::max(b0, item.file_offset);
+        uint64_t o1 = std::min(b1, item.file_offset + item.num_bytes);
+        if (item.type != BTRFS_FILE_EXTENT_REG || item.disk_bytenr == 0 || o0 >= o1)
+            continue;
+        Candidate& c = candidates[item.disk_bytenr];
+        c.disk_bytenr = item.disk_bytenr;
+        c.disk_bytes = item.disk_num_bytes;
+        c.primary_file = d.file;
+        Piece p;
+        p.extent_offset = item.extent_offset + (o0 - item.file_offset);
+        p.length = o1 - o0;
+        p.src = {d.keeper.where.root, d.keeper.where.inode, d.keeper.where.inode_gen};
+        p.src_offset = d.keeper.where.file_offset + (o0 - b0);
+        c.pieces.push_back(p);
+        c.duplicate_bytes += p.length;
+        if (c.blocks.empty() || c.blocks.back() != index)
+            c.blocks.push_back(index);
+        uint64_t k = d.keeper.key.extent;
+        if (k >= item.disk_bytenr && k < item.disk_bytenr + std::max(item.disk_num_bytes, uint64_t{1}))
+            c.onto_itself = true;
+    }
 }
 
 // Every file extent item that points at the candidate's extent. False if one cannot be read

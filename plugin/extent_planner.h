@@ -70,6 +70,8 @@ private:
     struct Reference; // one file extent item that points at a candidate
 
     std::map<uint64_t, Candidate> collect_candidates(const std::vector<DuplicateBlock>& duplicates);
+    void add_block_pieces(const DuplicateBlock& d, size_t index, const std::vector<FileExtentItem>& items,
+                          std::map<uint64_t, Candidate>& candidates);
     bool read_references(const Candidate& c, std::vector<Reference>& refs, bool& writable);
     bool read_only(uint64_t root);
     bool regular_file(uint64_t root, uint64_t inode, InodeHandle& handle);

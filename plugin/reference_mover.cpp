@@ -35,7 +35,7 @@ std::vector<PlannedMove> merge_adjacent(std::vector<PlannedMove> moves)
 
 } // namespace
 
-MoveOutcome ReferenceMover::execute(const ExtentPlan& plan, size_t duplicate_count)
+MoveOutcome ReferenceMover::execute(const ExtentPlan& plan, size_t duplicate_count, int busy_retries)
 {
     std::vector<PlannedMove> moves = merge_adjacent(plan.moves);
     std::vector<DedupeResult> results(moves.size());
@@ -74,7 +74,7 @@ MoveOutcome ReferenceMover::execute(const ExtentPlan& plan, size_t duplicate_cou
             targets.push_back({it->second.get(), moves[i].dst_offset});
             target_moves.push_back(i);
         }
-        std::vector<DedupeResult> done = dedupe_onto(src.get(), src_offset, length, targets);
+        std::vector<DedupeResult> done = dedupe_onto(src.get(), src_offset, length, targets, busy_retries);
         for (size_t t = 0; t < done.size(); ++t)
             results[target_moves[t]] = done[t];
     }

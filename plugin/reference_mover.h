@@ -20,7 +20,9 @@ public:
     explicit ReferenceMover(int fs_fd) : fs_fd_(fs_fd) {}
 
     // `duplicate_count`: the number of duplicate blocks the plan was made from.
-    MoveOutcome execute(const ExtentPlan& plan, size_t duplicate_count);
+    // `busy_retries`: how often a range that is EAGAIN (a send reads its root) is retried
+    // before its extent is reported busy: few during the run, more at its end.
+    MoveOutcome execute(const ExtentPlan& plan, size_t duplicate_count, int busy_retries);
 
 private:
     int fs_fd_;

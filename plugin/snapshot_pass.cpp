@@ -46,6 +46,13 @@ std::vector<FileRange> to_file_ranges(const std::vector<ByteRange>& ranges)
 
 } // namespace
 
+// EAGAIN means a `btrfs send` is reading a root: wait briefly during the run (50+100 ms), then
+// leave the extent for the end of the run, where the wait is longer (up to about 13 s).
+constexpr int kBusyRetriesDuringRun = 2;
+constexpr int kBusyRetriesAtEnd = 8;
+// About 1 GiB of duplicate blocks (at kBlockSize): the batch's plan stays small in memory.
+constexpr size_t kDuplicatesPerBatch = 8192;
+
 // A test seam for races the kernel must win: when set, the pass waits before deduping until a
 // line can be read from this FIFO, so a test can change a file between hashing and dedupe.
 void wait_for_test_seam()
@@ -105,7 +112,7 @@ void SnapshotPass::scan_file(int snapshot_fd, const std::string& name, const Fil
 }
 
 DedupeCounters SnapshotPass::dedupe(const std::vector<DuplicateBlock>& duplicates,
-                                    std::vector<PlannedExtentReport>* plan_out)
+                                    std::vector<PlannedExtentReport>* plan_out, int busy_retries)
 {
     ExtentPlan plan = planner_.plan(duplicates);
     DedupeCounters counters = plan.counters;
@@ -119,7 +126,7 @@ DedupeCounters SnapshotPass::dedupe(const std::vector<DuplicateBlock>& duplicate
             plan_out->push_back({e.disk_bytenr, e.disk_bytes, e.references, e.metadata_cost, e.writable});
     } else if (!plan.moves.empty()) {
         wait_for_test_seam();
-        MoveOutcome outcome = mover_.execute(plan, duplicates.size());
+        MoveOutcome outcome = mover_.execute(plan, duplicates.size(), busy_retries);
         counters.add(outcome.counters);
         moved = outcome.moved;
         busy = outcome.busy;
@@ -159,7 +166,7 @@ DedupeCounters SnapshotPass::retry_deferred()
     }
     if (duplicates.empty() || policy_.dry_run)
         return {};
-    DedupeCounters counters = dedupe(duplicates, nullptr);
+    DedupeCounters counters = dedupe(duplicates, nullptr, kBusyRetriesAtEnd);
     counters.duplicate_bytes = 0; // counted when they were found
     return counters;
 }
@@ -180,10 +187,16 @@ SnapshotReport SnapshotPass::process(const Snapshot& snapshot, const Snapshot* p
 
     std::vector<DuplicateBlock> duplicates;
     pending_.clear();
-    for (const FileChange& change : changes.files)
+    for (const FileChange& change : changes.files) {
         scan_file(snapshot_fd.get(), snapshot.path + "/" + change.path, change, report, duplicates);
+        // Bounded memory on huge snapshots: dedupe in batches, at file boundaries.
+        if (duplicates.size() >= kDuplicatesPerBatch) {
+            report.dedupe.add(dedupe(duplicates, policy_.dry_run ? &report.plan : nullptr, kBusyRetriesDuringRun));
+            duplicates.clear();
+        }
+    }
 
-    report.dedupe = dedupe(duplicates, policy_.dry_run ? &report.plan : nullptr);
+    report.dedupe.add(dedupe(duplicates, policy_.dry_run ? &report.plan : nullptr, kBusyRetriesDuringRun));
 
     ProcessedSnapshot record;
     record.uuid = uuid_to_string(snapshot.uuid);

@@ -39,7 +39,8 @@ private:
     void scan_file(int snapshot_fd, const std::string& name, const FileChange& change, SnapshotReport& report,
                    std::vector<DuplicateBlock>& duplicates);
     // Plans and (unless a dry run) moves; records what stayed in the index.
-    DedupeCounters dedupe(const std::vector<DuplicateBlock>& duplicates, std::vector<PlannedExtentReport>* plan_out);
+    DedupeCounters dedupe(const std::vector<DuplicateBlock>& duplicates, std::vector<PlannedExtentReport>* plan_out,
+                          int busy_retries);
 
     int fs_fd_;
     BlockIndex& index_;
