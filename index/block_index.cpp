@@ -199,4 +199,64 @@ int64_t BlockIndex::block_count()
     return db_.scalar("SELECT count(*) FROM blocks");
 }
 
+std::vector<ProcessedSnapshot> BlockIndex::snapshots()
+{
+    Statement st = db_.prepare("SELECT uuid, root_id, lineage, otransid, path, changed_bytes FROM snapshots "
+                               "ORDER BY otransid");
+    std::vector<ProcessedSnapshot> out;
+    while (st.step()) {
+        ProcessedSnapshot s;
+        s.uuid = st.text(0);
+        s.root_id = static_cast<uint64_t>(st.int64(1));
+        s.lineage = st.text(2);
+        s.otransid = static_cast<uint64_t>(st.int64(3));
+        s.path = st.text(4);
+        s.changed_bytes = static_cast<uint64_t>(st.int64(5));
+        out.push_back(std::move(s));
+    }
+    return out;
+}
+
+std::vector<IndexedBlock> BlockIndex::blocks_in_root(uint64_t root)
+{
+    Statement st = db_.prepare("SELECT id, extent, extent_offset, length, hash, root_id, inode, inode_gen, file_offset "
+                               "FROM blocks WHERE root_id = ?1 ORDER BY inode, inode_gen, file_offset");
+    st.bind(1, root);
+    std::vector<IndexedBlock> out;
+    auto u = [&](int col) { return static_cast<uint64_t>(st.int64(col)); };
+    while (st.step()) {
+        IndexedBlock b;
+        b.id = st.int64(0);
+        b.key = {u(1), u(2)};
+        b.length = u(3);
+        b.hash = u(4);
+        b.where = {u(5), u(6), u(7), u(8)};
+        out.push_back(b);
+    }
+    return out;
+}
+
+void BlockIndex::move_block(int64_t id, const BlockLocation& where)
+{
+    Statement st = db_.prepare("UPDATE blocks SET root_id = ?2, inode = ?3, inode_gen = ?4, file_offset = ?5 "
+                               "WHERE id = ?1");
+    st.bind(1, id).bind(2, where.root).bind(3, where.inode).bind(4, where.inode_gen).bind(5, where.file_offset);
+    st.run();
+}
+
+int64_t BlockIndex::forget_snapshot(uint64_t root)
+{
+    Statement blocks = db_.prepare("DELETE FROM blocks WHERE root_id = ?1");
+    blocks.bind(1, root);
+    blocks.run();
+    int64_t forgotten = db_.scalar("SELECT changes()");
+    Statement deferred = db_.prepare("DELETE FROM deferred WHERE root_id = ?1");
+    deferred.bind(1, root);
+    deferred.run();
+    Statement snapshot = db_.prepare("DELETE FROM snapshots WHERE root_id = ?1");
+    snapshot.bind(1, root);
+    snapshot.run();
+    return forgotten;
+}
+
 } // namespace snapdedupe

@@ -94,6 +94,18 @@ public:
     std::vector<DeferredBlock> take_deferred();
     int64_t block_count();
 
+    // Forgetting deleted snapshots (plugin/snapshot_forgetter.h decides which and where their
+    // blocks still live).
+    // Every processed snapshot, oldest first; changed_paths left empty.
+    std::vector<ProcessedSnapshot> snapshots();
+    // The blocks whose location is in subvolume `root` (a scan: blocks has no index by root).
+    std::vector<IndexedBlock> blocks_in_root(uint64_t root);
+    // The block's bytes also live here: keep its id (and so its place as keeper), move its location.
+    void move_block(int64_t id, const BlockLocation& where);
+    // Forgets the snapshot whose subvolume id is `root`: its row, and the blocks and deferred
+    // duplicates still located in it. Returns how many blocks were forgotten.
+    int64_t forget_snapshot(uint64_t root);
+
 private:
     Database& db_;
     Statement knows_snapshot_;

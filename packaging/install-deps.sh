@@ -9,6 +9,8 @@ packages=(
     btrfs-progs
     # tests and demo
     python3 util-linux coreutils
+    snapper btrbk systemd man-db dpkg-dev file  # snapper/btrbk/package tests: systemd-analyze, cpack's dpkg-shlibdeps
+    clang-14 libclang-rt-14-dev  # libFuzzer, ASan, UBSan for tests/fuzz/run-fuzz.sh
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,7 +1,10 @@
 // The snapdedupe command line: argument parsing, exit codes, and nothing else.
 #include "index/block_index.h"
+#include "plugin/config_file.h"
 #include "plugin/diff_command.h"
+#include "plugin/maintenance_lock.h"
 #include "plugin/run.h"
+#include "plugin/work_queue.h"
 #include "snapshots/send_stream.h"
 #include "snapshots/snapshot_list.h"
 #include "snapshots/sys_error.h"
@@ -12,6 +15,7 @@
 #include <unistd.h>
 
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,21 +32,25 @@ enum ExitCode {
     kBadPath = 4,      // missing, not btrfs, not a read-only snapshot, no snapshots found
     kBadIndex = 5,     // the index is corrupt, not ours, or from a newer version
     kBadStream = 6,    // the kernel's send stream did not parse
+    kBusy = 7,         // --no-wait, and another run or a btrfsmaintenance task holds the lock
 };
 
-const char* const kUsageText = R"(usage: snapdedupe run [--db FILE] [--dry-run] [--readonly-only] [--json] PATH...
+const char* const kUsageText = R"(usage: snapdedupe run [--config FILE] [--db FILE] [--dry-run] [--readonly-only] [--queue]
+                      [--no-wait] [--json] [PATH...]
        snapdedupe diff [--json] OLD NEW
        snapdedupe --help | --version
 
 run   Dedupe the read-only btrfs snapshots under each PATH that the index has not seen:
       PATH is a read-only snapshot, or a directory of them (snapper's .snapshots, a btrbk
       snapshot or target directory). Only what changed since the previous snapshot of the
-      same lineage is read.
+      same lineage is read. Without PATH: the `path`s of the config (/etc/snapdedupe.conf).
+      --queue also drains what the snapper plugin queued: new snapshots, deleted ones.
+      --no-wait: exit 7 if another run or btrfsmaintenance holds a filesystem's lock.
 diff  What changed from snapshot OLD to snapshot NEW, from a metadata-only btrfs send.
 
 exit codes: 0 ok, 1 failure during the run, 2 usage, 3 not root, 4 bad path
             (missing, not btrfs, not a read-only snapshot), 5 index unusable,
-            6 broken send stream
+            6 broken send stream, 7 busy (--no-wait)
 )";
 
 int fail(int code, const std::string& message)
@@ -65,9 +73,12 @@ int run_main(const std::vector<std::string>& args)
 {
     po::options_description opts("run options");
     opts.add_options()
+        ("config", po::value<std::string>(), "configuration file (default /etc/snapdedupe.conf)")
         ("db", po::value<std::string>(), "index file (default /var/lib/snapdedupe/<fs-uuid>.sqlite)")
         ("dry-run", "report what would be deduped; change nothing")
         ("readonly-only", "leave alone extents that a writable subvolume references")
+        ("queue", "also process the snapshots the snapper plugin queued and forget deleted ones")
+        ("no-wait", "exit 7 instead of waiting for another run or a btrfsmaintenance task")
         ("json", "print the report as one JSON object")
         ("path", po::value<std::vector<std::string>>(), "snapshot or directory of snapshots");
     po::positional_options_description pos;
@@ -76,19 +87,38 @@ int run_main(const std::vector<std::string>& args)
     po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
     po::notify(vm);
 
+    // The command line overrides the config file, option by option.
+    std::string config_path = vm.count("config") ? vm["config"].as<std::string>() : snapdedupe::kDefaultConfigPath;
+    snapdedupe::ConfigFile config = snapdedupe::read_config(config_path, vm.count("config") > 0);
     snapdedupe::RunOptions options;
-    if (vm.count("path"))
-        options.paths = vm["path"].as<std::vector<std::string>>();
+    options.paths = vm.count("path") ? vm["path"].as<std::vector<std::string>>() : config.paths;
     if (vm.count("db"))
         options.db_path = vm["db"].as<std::string>();
+    else if (config.db)
+        options.db_path = *config.db;
     options.dry_run = vm.count("dry-run") > 0;
-    options.readonly_only = vm.count("readonly-only") > 0;
-    if (options.paths.empty())
-        return fail(kUsage, "run needs at least one PATH (see --help)");
+    options.readonly_only = vm.count("readonly-only") > 0 || config.readonly_only.value_or(false);
+    options.no_wait = vm.count("no-wait") > 0;
+    bool queue = vm.count("queue") > 0;
+    if (options.paths.empty() && !queue)
+        return fail(kUsage, "run needs at least one PATH, a path in " + config_path + ", or --queue (see --help)");
     if (::geteuid() != 0)
         return fail(kNotRoot, "must run as root: btrfs send, LOGICAL_INO and dedupe of read-only snapshots need CAP_SYS_ADMIN");
 
-    snapdedupe::RunReport report = snapdedupe::run(options);
+    // A dry run reads the queue but leaves it as it is.
+    std::optional<snapdedupe::WorkQueue> work_queue;
+    if (queue) {
+        work_queue.emplace(snapdedupe::state_dir(), options.no_wait);
+        snapdedupe::QueuedWork work = snapdedupe::plan_queued_work(work_queue->take(!options.dry_run));
+        options.paths.insert(options.paths.end(), work.snapshot_dirs.begin(), work.snapshot_dirs.end());
+        options.forget_on = work.forget_on;
+    }
+    snapdedupe::RunReport report;
+    report.dry_run = options.dry_run;
+    if (!options.paths.empty() || !options.forget_on.empty())
+        report = snapdedupe::run(options);
+    if (work_queue)
+        work_queue->finish(); // only now: a failed run leaves its entries for the next one
     if (vm.count("json"))
         snapdedupe::print_json(std::cout, report);
     else
@@ -145,6 +175,8 @@ int main(int argc, char** argv)
         return fail(kUsage, "unknown command '" + command + "' (see --help)");
     } catch (const po::error& e) {
         return fail(kUsage, e.what());
+    } catch (const snapdedupe::BusyError& e) {
+        return fail(kBusy, e.what());
     } catch (const snapdedupe::UsageError& e) {
         return fail(kUsage, e.what());
     } catch (const snapdedupe::PathError& e) {

@@ -1,6 +1,8 @@
 #include "plugin/run.h"
 
 #include "index/block_index.h"
+#include "plugin/maintenance_lock.h"
+#include "plugin/snapshot_forgetter.h"
 #include "plugin/snapshot_pass.h"
 #include "snapshots/snapshot_list.h"
 #include "snapshots/sys_error.h"
@@ -28,7 +30,7 @@ struct Filesystem {
     std::vector<Snapshot> snapshots;
 };
 
-std::vector<Filesystem> collect_sources(const std::vector<std::string>& paths)
+std::vector<Filesystem> collect_sources(const std::vector<std::string>& paths, const std::vector<std::string>& forget_on)
 {
     std::map<std::string, Filesystem> by_uuid;
     std::set<std::string> seen; // a snapshot named twice is processed once
@@ -47,6 +49,18 @@ std::vector<Filesystem> collect_sources(const std::vector<std::string>& paths)
         for (Snapshot& s : found)
             if (seen.insert(uuid + uuid_to_string(s.uuid)).second)
                 fs.snapshots.push_back(std::move(s));
+    }
+    for (const std::string& path : forget_on) {
+        UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!fd)
+            throw PathError(path + ": " + std::strerror(errno));
+        std::string uuid = filesystem_uuid(fd.get(), path);
+        Filesystem& fs = by_uuid[uuid];
+        if (!fs.fd) {
+            fs.uuid = uuid;
+            fs.first_path = path;
+            fs.fd = std::move(fd);
+        }
     }
     std::vector<Filesystem> out;
     for (auto& [uuid, fs] : by_uuid)
@@ -84,8 +98,11 @@ void run_filesystem(Filesystem& fs, const RunOptions& options, RunReport& report
 {
     std::string db_path = options.db_path.empty() ? std::string(kDefaultIndexDir) + "/" + fs.uuid + ".sqlite"
                                                    : options.db_path;
+    MaintenanceLock lock(fs.uuid, fs.first_path, options.no_wait); // scrub, balance and dedupe never overlap
     std::unique_ptr<Database> db = open_index(db_path, options.dry_run);
     BlockIndex index(*db);
+    if (!options.dry_run)
+        forget_deleted_snapshots(fs.fd.get(), *db, index);
     std::optional<Transaction> dry_run_scope;
     if (options.dry_run)
         dry_run_scope.emplace(*db); // never committed
@@ -127,9 +144,9 @@ void run_filesystem(Filesystem& fs, const RunOptions& options, RunReport& report
 RunReport run(const RunOptions& options)
 {
     auto start = std::chrono::steady_clock::now();
-    if (options.paths.empty())
+    if (options.paths.empty() && options.forget_on.empty())
         throw UsageError("run needs at least one PATH");
-    std::vector<Filesystem> filesystems = collect_sources(options.paths);
+    std::vector<Filesystem> filesystems = collect_sources(options.paths, options.forget_on);
     if (filesystems.size() > 1 && !options.db_path.empty())
         throw UsageError("--db names one index, but the paths are on " + std::to_string(filesystems.size()) +
                          " filesystems");

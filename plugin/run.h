@@ -20,6 +20,10 @@ struct RunOptions {
     std::string db_path; // empty: /var/lib/snapdedupe/<fs-uuid>.sqlite
     bool dry_run = false;
     bool readonly_only = false; // leave alone extents that a writable subvolume references
+    bool no_wait = false;       // a filesystem whose maintenance lock is held: BusyError, not wait
+    // Any path on a filesystem to visit even with nothing to process there, so its index
+    // forgets deleted snapshots (`run --queue` after snapper deleted one).
+    std::vector<std::string> forget_on;
 };
 
 inline constexpr const char* kDefaultIndexDir = "/var/lib/snapdedupe";

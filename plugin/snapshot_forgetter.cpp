@@ -24,7 +24,7 @@ constexpr size_t kMaxCandidates = 8;
 
 bool subvolume_exists(int fs_fd, const ProcessedSnapshot& s)
 {
-    btrfs_util_subvolume_info info;
+    struct btrfs_util_subvolume_info info;
     btrfs_util_error err = btrfs_util_subvolume_info_fd(fs_fd, s.root_id, &info);
     if (err == BTRFS_UTIL_ERROR_SUBVOLUME_NOT_FOUND)
         return false;
@@ -40,41 +40,76 @@ bool subvolume_exists(int fs_fd, const ProcessedSnapshot& s)
     return uuid_to_string(uuid) == s.uuid; // an id reused after a remount is someone else
 }
 
-// Moves the blocks of one file (inode and generation) of the deleted snapshot to the first candidate root where
-// the same inode maps the same disk bytes at the same offset. Returns the blocks moved;
-// `blocks` keeps those that found no home.
-uint64_t move_inode_blocks(int fs_fd, BlockIndex& index, std::vector<IndexedBlock>& blocks,
-                           const std::vector<uint64_t>& candidates)
+// Which of `blocks` the file `handle` maps at the same offset, to the same disk bytes, with
+// the same length (the same key the run computes: index/block_hasher.h).
+std::vector<bool> maps_blocks(int fs_fd, const InodeHandle& handle, const std::vector<IndexedBlock>& blocks)
+{
+    std::vector<bool> maps(blocks.size(), false);
+    UniqueFd fd = open_by_handle(fs_fd, handle);
+    if (!fd)
+        return maps; // deleted there, or the inode number was reused (another generation)
+    struct stat st;
+    std::string name = "root " + std::to_string(handle.root) + " inode " + std::to_string(handle.inode);
+    check_sys(::fstat(fd.get(), &st), "stat", name);
+    std::vector<FileRange> ranges;
+    for (const IndexedBlock& b : blocks)
+        ranges.push_back({b.where.file_offset, b.length});
+    std::map<uint64_t, DataBlock> now;
+    for (const DataBlock& d : dedupable_blocks(fd.get(), static_cast<uint64_t>(st.st_size), ranges, name))
+        now.emplace(d.file_offset, d);
+    for (size_t i = 0; i < blocks.size(); ++i) {
+        auto it = now.find(blocks[i].where.file_offset);
+        maps[i] = it != now.end() && it->second.key == blocks[i].key && it->second.length == blocks[i].length;
+    }
+    return maps;
+}
+
+// Moves each of `blocks` (one file of the deleted snapshot) that `handle` maps; keeps the
+// rest in `blocks`. Returns how many moved.
+uint64_t move_mapped(int fs_fd, BlockIndex& index, const InodeHandle& handle, std::vector<IndexedBlock>& blocks)
+{
+    std::vector<bool> maps = maps_blocks(fs_fd, handle, blocks);
+    std::vector<IndexedBlock> homeless;
+    uint64_t moved = 0;
+    for (size_t i = 0; i < blocks.size(); ++i) {
+        if (maps[i]) {
+            index.move_block(blocks[i].id, {handle.root, handle.inode, handle.generation, blocks[i].where.file_offset});
+            ++moved;
+        } else {
+            homeless.push_back(blocks[i]);
+        }
+    }
+    blocks = std::move(homeless);
+    return moved;
+}
+
+// Second chance, block by block, for files that were replaced: an identical rewrite (write a
+// new file, rename it over) is a new inode, whose extent the run moved onto the keeper. Whoever
+// references the keeper's extent now, in a surviving indexed snapshot, at the same offset.
+uint64_t move_by_extent_refs(int fs_fd, BlockIndex& index, std::vector<IndexedBlock>& blocks,
+                             const std::map<uint64_t, uint64_t>& alive_otransid)
 {
     uint64_t moved = 0;
-    for (uint64_t root : candidates) {
-        if (blocks.empty())
-            break;
-        InodeHandle handle{root, blocks.front().where.inode, blocks.front().where.inode_gen};
-        UniqueFd fd = open_by_handle(fs_fd, handle);
-        if (!fd)
-            continue; // deleted there, or the inode number was reused (another generation)
-        struct stat st;
-        std::string name = "root " + std::to_string(root) + " inode " + std::to_string(handle.inode);
-        check_sys(::fstat(fd.get(), &st), "stat", name);
-        std::vector<FileRange> ranges;
-        for (const IndexedBlock& b : blocks)
-            ranges.push_back({b.where.file_offset, b.length});
-        std::map<uint64_t, DataBlock> now;
-        for (const DataBlock& d : dedupable_blocks(fd.get(), static_cast<uint64_t>(st.st_size), ranges, name))
-            now.emplace(d.file_offset, d);
-        std::vector<IndexedBlock> homeless;
-        for (const IndexedBlock& b : blocks) {
-            auto it = now.find(b.where.file_offset);
-            if (it != now.end() && it->second.key == b.key && it->second.length == b.length) {
-                index.move_block(b.id, {root, handle.inode, handle.generation, b.where.file_offset});
-                ++moved;
-            } else {
-                homeless.push_back(b);
-            }
+    std::vector<IndexedBlock> homeless;
+    for (const IndexedBlock& b : blocks) {
+        std::vector<std::pair<uint64_t, InodeHandle>> candidates; // (otransid, file), newest first
+        for (const ExtentRef& ref : logical_ino(fs_fd, b.key.extent, true)) {
+            auto alive = alive_otransid.find(ref.root);
+            InodeInfo info;
+            if (alive != alive_otransid.end() && read_inode(fs_fd, ref.root, ref.inode, info))
+                candidates.push_back({alive->second, {ref.root, ref.inode, info.generation}});
         }
-        blocks = std::move(homeless);
+        std::sort(candidates.begin(), candidates.end(),
+                  [](const auto& x, const auto& y) { return x.first > y.first; });
+        candidates.erase(std::unique(candidates.begin(), candidates.end(),
+                                     [](const auto& x, const auto& y) { return x.second == y.second; }),
+                         candidates.end());
+        std::vector<IndexedBlock> one{b};
+        for (size_t i = 0; i < candidates.size() && i < kMaxCandidates && !one.empty(); ++i)
+            moved += move_mapped(fs_fd, index, candidates[i].second, one);
+        homeless.insert(homeless.end(), one.begin(), one.end());
     }
+    blocks = std::move(homeless);
     return moved;
 }
 
@@ -90,6 +125,9 @@ ForgetOutcome forget_deleted_snapshots(int fs_fd, Database& db, BlockIndex& inde
     if (gone.empty())
         return outcome;
 
+    std::map<uint64_t, uint64_t> alive_otransid;
+    for (const ProcessedSnapshot& s : alive)
+        alive_otransid[s.root_id] = s.otransid;
     Transaction tx(db);
     for (const ProcessedSnapshot& dead : gone) {
         std::vector<uint64_t> candidates;
@@ -103,9 +141,12 @@ ForgetOutcome forget_deleted_snapshots(int fs_fd, Database& db, BlockIndex& inde
             while (end < blocks.size() && blocks[end].where.inode == blocks[begin].where.inode &&
                    blocks[end].where.inode_gen == blocks[begin].where.inode_gen)
                 ++end;
-            std::vector<IndexedBlock> inode_blocks(blocks.begin() + static_cast<std::ptrdiff_t>(begin),
-                                                   blocks.begin() + static_cast<std::ptrdiff_t>(end));
-            outcome.blocks_moved += move_inode_blocks(fs_fd, index, inode_blocks, candidates);
+            std::vector<IndexedBlock> file(blocks.begin() + static_cast<std::ptrdiff_t>(begin),
+                                           blocks.begin() + static_cast<std::ptrdiff_t>(end));
+            const BlockLocation& w = file.front().where;
+            for (size_t i = 0; i < candidates.size() && !file.empty(); ++i)
+                outcome.blocks_moved += move_mapped(fs_fd, index, {candidates[i], w.inode, w.inode_gen}, file);
+            outcome.blocks_moved += move_by_extent_refs(fs_fd, index, file, alive_otransid);
             begin = end;
         }
         outcome.blocks_forgotten += static_cast<uint64_t>(index.forget_snapshot(dead.root_id));

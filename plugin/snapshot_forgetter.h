@@ -3,9 +3,11 @@
 //
 // A deleted snapshot's blocks are not all gone with it. The first snapshot of a lineage holds
 // the location of nearly every block (later snapshots add only what changed), and the oldest
-// snapshot is the one retention deletes. So a block whose bytes a surviving snapshot of the
-// same lineage still maps, same inode, same offset, same disk address, moves its location
-// there and keeps its id (and with it its place as keeper). Only the rest is forgotten.
+// snapshot is the one retention deletes. So a block whose bytes a surviving snapshot still
+// maps at the same offset moves its location there and keeps its id (and with it its place as
+// keeper): first the same inode in the same lineage, newest snapshot first; then, for a file
+// replaced since (an identical rewrite is a new inode), any surviving indexed snapshot that
+// references the extent (LOGICAL_INO). Only the rest is forgotten.
 #pragma once
 
 #include "index/block_index.h"
