@@ -116,23 +116,31 @@ struct ChangeSetBuilder::Model {
         root->kind = Kind::Directory;
     }
 
-    static std::string join(const std::string& dir, const std::string& name)
+    // Walks up first names to the root. A loop, not recursion, and bounded: a corrupt
+    // stream can rename a directory into its own subtree (the kernel never does), and
+    // the name tree then has a cycle that would otherwise recurse until the stack ends.
+    std::string path_up(const Link& link, std::vector<Link> Inode::*names) const
     {
-        return dir.empty() ? name : dir + "/" + name;
+        std::vector<const std::string*> parts{&link.name};
+        for (const Inode* dir = link.dir; dir != root && !(dir->*names).empty();
+             dir = (dir->*names).front().dir) {
+            if (parts.size() > inodes.size())
+                throw std::runtime_error("send stream makes a directory its own ancestor (at '" +
+                                         link.name + "')");
+            parts.push_back(&(dir->*names).front().name);
+        }
+        std::string path;
+        for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
+            if (!path.empty())
+                path += '/';
+            path += **it;
+        }
+        return path;
     }
-    std::string path_of(const Inode* dir) const
-    {
-        return dir == root || dir->links.empty() ? std::string() : path_of(dir->links.front());
-    }
-    std::string path_of(const Link& link) const { return join(path_of(link.dir), link.name); }
-    std::string original_path_of(const Inode* dir) const
-    {
-        return dir == root || dir->original_links.empty() ? std::string()
-                                                           : original_path_of(dir->original_links.front());
-    }
+    std::string path_of(const Link& link) const { return path_up(link, &Inode::links); }
     std::string original_path_of(const Link& link) const
     {
-        return join(original_path_of(link.dir), link.name);
+        return path_up(link, &Inode::original_links);
     }
 
     Inode& child(Inode& dir, const std::string& name, const std::string& full_path)
