@@ -142,7 +142,10 @@ UniqueFd open_by_handle(int mount_fd, const InodeHandle& h)
         errno = EINVAL;
         return {};
     }
-    return UniqueFd(::open_by_handle_at(mount_fd, &fh.header, O_RDONLY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC));
+    UniqueFd fd(::open_by_handle_at(mount_fd, &fh.header, O_RDONLY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC));
+    if (!fd && errno == EPERM) // O_NOATIME needs CAP_FOWNER for others' files; reading a
+        fd = UniqueFd(::open_by_handle_at(mount_fd, &fh.header, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)); // snapshot sets no atime anyway
+    return fd;
 }
 
 bool subvolume_is_read_only(int fs_fd, uint64_t root)

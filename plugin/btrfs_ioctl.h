@@ -46,7 +46,8 @@ struct InodeHandle {
 };
 InodeHandle handle_of(int fd, const std::string& name);
 // Opens a regular file by handle, O_RDONLY|O_NOFOLLOW|O_NOATIME. Returns an invalid fd (and
-// sets errno) if it is gone (ESTALE) or is not a regular file (EINVAL).
+// sets errno) if it is gone (ESTALE) or is not a regular file (EINVAL); EPERM means the
+// process lacks CAP_DAC_READ_SEARCH.
 UniqueFd open_by_handle(int mount_fd, const InodeHandle& handle);
 
 bool subvolume_is_read_only(int fs_fd, uint64_t root);

@@ -9,6 +9,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <fstream>
 
@@ -29,8 +30,10 @@ UniqueFd open_in_snapshot(int snapshot_fd, const std::string& path, InodeHandle&
     if (!path_fd)
         return {};
     struct stat st;
-    if (::fstat(path_fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
+    if (::fstat(path_fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+        errno = EINVAL;
         return {};
+    }
     handle = handle_of(path_fd.get(), path);
     return open_by_handle(snapshot_fd, handle);
 }
@@ -89,8 +92,12 @@ void SnapshotPass::scan_file(int snapshot_fd, const std::string& name, const Fil
 {
     InodeHandle handle;
     UniqueFd fd = open_in_snapshot(snapshot_fd, change.path, handle);
-    if (!fd)
+    if (!fd) {
+        // Missing capabilities must not look like "nothing to do".
+        if (errno == EPERM || errno == EACCES)
+            throw SysError("opening (needs CAP_DAC_READ_SEARCH)", name, errno);
         return; // not a regular file (any more): nothing of ours to read
+    }
     struct stat st;
     check_sys(::fstat(fd.get(), &st), "stat", name);
     for (const DataBlock& block : dedupable_blocks(fd.get(), static_cast<uint64_t>(st.st_size),
