@@ -230,6 +230,23 @@ MetadataGeometry metadata_geometry(int fs_fd, const std::string& name)
     return g;
 }
 
+uint32_t subvolume_tree_level(int fs_fd, uint64_t root)
+{
+    btrfs_ioctl_search_args args{};
+    btrfs_ioctl_search_key& key = args.key;
+    key.tree_id = BTRFS_ROOT_TREE_OBJECTID;
+    key.min_objectid = key.max_objectid = root;
+    key.min_type = key.max_type = BTRFS_ROOT_ITEM_KEY;
+    key.max_offset = ~0ULL;
+    key.max_transid = ~0ULL;
+    key.nr_items = 1;
+    check_sys(::ioctl(fs_fd, BTRFS_IOC_TREE_SEARCH, &args), "TREE_SEARCH for the root item of", std::to_string(root));
+    auto* hdr = reinterpret_cast<const btrfs_ioctl_search_header*>(args.buf);
+    if (key.nr_items == 0 || hdr->len <= offsetof(btrfs_root_item, level))
+        return 1; // unknown: assume one node above the leaves
+    return reinterpret_cast<const uint8_t*>(hdr + 1)[offsetof(btrfs_root_item, level)];
+}
+
 void sync_filesystem(int fs_fd, const std::string& name)
 {
     check_sys(::ioctl(fs_fd, BTRFS_IOC_SYNC, nullptr), "syncing", name);

@@ -51,6 +51,8 @@ InodeHandle handle_of(int fd, const std::string& name);
 UniqueFd open_by_handle(int mount_fd, const InodeHandle& handle);
 
 bool subvolume_is_read_only(int fs_fd, uint64_t root);
+// The level of a subvolume's tree root (0: the root is a leaf), from its ROOT_ITEM.
+uint32_t subvolume_tree_level(int fs_fd, uint64_t root);
 
 // One EXTENT_DATA item: file bytes [file_offset, file_offset + num_bytes) are bytes
 // [extent_offset, extent_offset + num_bytes) of the (uncompressed) data of the extent at

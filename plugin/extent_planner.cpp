@@ -40,6 +40,7 @@ struct ExtentPlanner::Candidate {
 struct ExtentPlanner::Reference {
     InodeHandle file;
     FileExtentItem item;
+    bool writable = false; // in a writable subvolume
 };
 
 bool ExtentPlanner::read_only(uint64_t root)
@@ -137,95 +138,150 @@ bool ExtentPlanner::read_references(const Candidate& c, std::vector<Reference>& 
         if (items.size() != 1 || items[0].disk_bytenr != c.disk_bytenr)
             return false;
         ref.item = items[0];
-        writable = writable || !read_only(r.root);
+        ref.writable = !read_only(r.root);
+        writable = writable || ref.writable;
         refs.push_back(ref);
     }
     return !refs.empty();
 }
 
-uint64_t ExtentPlanner::marginal_metadata_cost(const std::vector<Reference>& refs, bool charge)
+std::set<ExtentPlanner::Leaf> ExtentPlanner::leaves_of(const std::vector<Reference>& refs) const
 {
-    std::set<std::pair<uint64_t, uint64_t>> leaves;
+    std::set<Leaf> leaves;
     for (const Reference& r : refs) {
-        auto leaf = std::make_pair(r.file.root, r.file.inode / kInodesPerLeaf);
+        Leaf leaf{r.file.root, r.file.inode / kInodesPerLeaf};
         if (!charged_leaves_.count(leaf))
             leaves.insert(leaf);
     }
-    if (charge)
-        charged_leaves_.insert(leaves.begin(), leaves.end());
-    return leaves.size() * uint64_t{geometry_.nodesize} * geometry_.copies;
+    return leaves;
+}
+
+std::set<uint64_t> ExtentPlanner::roots_of(const std::vector<Reference>& refs) const
+{
+    std::set<uint64_t> roots;
+    for (const Reference& r : refs)
+        if (!charged_roots_.count(r.file.root))
+            roots.insert(r.file.root);
+    return roots;
+}
+
+uint32_t ExtentPlanner::tree_level(uint64_t root)
+{
+    auto it = tree_levels_.find(root);
+    if (it == tree_levels_.end())
+        it = tree_levels_.emplace(root, subvolume_tree_level(fs_fd_, root)).first;
+    return it->second;
+}
+
+bool ExtentPlanner::fully_covered(const Candidate& cand, const std::vector<Reference>& refs) const
+{
+    return std::all_of(refs.begin(), refs.end(), [&](const Reference& r) {
+        uint64_t pos = r.item.extent_offset;
+        const uint64_t end = r.item.extent_offset + r.item.num_bytes;
+        for (const Piece& p : cand.pieces) {
+            if (p.extent_offset > pos)
+                break;
+            // A file's last block ends at EOF, inside the extent's last sector; the rest of
+            // that sector belongs to no file.
+            uint64_t sector = geometry_.sectorsize;
+            pos = std::max(pos, (p.extent_offset + p.length + sector - 1) / sector * sector);
+            if (pos >= end)
+                return true;
+        }
+        return pos >= end;
+    });
+}
+
+void ExtentPlanner::add_moves(const Candidate& cand, const std::vector<Reference>& refs, size_t index,
+                              ExtentPlan& plan) const
+{
+    for (const Reference& r : refs) {
+        const uint64_t r0 = r.item.extent_offset;
+        const uint64_t r1 = r0 + r.item.num_bytes;
+        for (const Piece& p : cand.pieces) {
+            uint64_t x0 = std::max(r0, p.extent_offset);
+            uint64_t x1 = std::min(r1, p.extent_offset + p.length);
+            if (x0 >= x1)
+                continue;
+            PlannedMove m;
+            m.dst = r.file;
+            m.dst_offset = r.item.file_offset + (x0 - r0);
+            m.src = p.src;
+            m.src_offset = p.src_offset + (x0 - p.extent_offset);
+            m.length = x1 - x0;
+            m.extent = index;
+            m.primary = r.file == cand.primary_file;
+            m.writable = r.writable;
+            plan.moves.push_back(m);
+        }
+    }
 }
 
 ExtentPlan ExtentPlanner::plan(const std::vector<DuplicateBlock>& duplicates)
 {
     ExtentPlan plan;
     DedupeCounters& c = plan.counters;
+
+    // First the extents that could be freed at all, with their references.
+    struct Eligible {
+        Candidate cand;
+        std::vector<Reference> refs;
+        bool writable = false;
+        std::set<Leaf> leaves;
+    };
+    std::vector<Eligible> eligible;
     for (auto& [bytenr, cand] : collect_candidates(duplicates)) {
         std::sort(cand.pieces.begin(), cand.pieces.end(),
                   [](const Piece& a, const Piece& b) { return a.extent_offset < b.extent_offset; });
-        std::vector<Reference> refs;
-        bool writable = false;
-        if (cand.onto_itself || !read_references(cand, refs, writable)) {
-            c.skipped_partial_bytes += cand.duplicate_bytes;
+        Eligible e;
+        if (cand.onto_itself || !read_references(cand, e.refs, e.writable) || !fully_covered(cand, e.refs)) {
+            c.skipped_partial_bytes += cand.duplicate_bytes; // sharing part of an extent frees nothing
             continue;
         }
-        if (writable && readonly_only_) {
+        if (e.writable && readonly_only_) {
             c.skipped_writable_bytes += cand.duplicate_bytes;
             continue;
         }
-        // Every reference's bytes must have a copy to move onto, or the extent stays.
-        bool covered = std::all_of(refs.begin(), refs.end(), [&](const Reference& r) {
-            uint64_t pos = r.item.extent_offset;
-            const uint64_t end = r.item.extent_offset + r.item.num_bytes;
-            for (const Piece& p : cand.pieces) {
-                if (p.extent_offset > pos)
-                    break;
-                // A file's last block ends at EOF, inside the extent's last sector; the rest
-                // of that sector belongs to no file.
-                uint64_t sector = geometry_.sectorsize;
-                pos = std::max(pos, (p.extent_offset + p.length + sector - 1) / sector * sector);
-                if (pos >= end)
-                    return true;
-            }
-            return pos >= end;
-        });
-        if (!covered) {
-            c.skipped_partial_bytes += cand.duplicate_bytes;
-            continue;
-        }
-        uint64_t cost = marginal_metadata_cost(refs, false);
-        if (cost >= cand.disk_bytes) {
-            c.skipped_cost_bytes += cand.duplicate_bytes;
-            continue;
-        }
-        marginal_metadata_cost(refs, true);
+        e.leaves = leaves_of(e.refs);
+        e.cand = std::move(cand);
+        eligible.push_back(std::move(e));
+    }
 
-        size_t index = plan.extents.size();
-        plan.extents.push_back({cand.disk_bytenr, cand.disk_bytes, refs.size(), cost, writable, cand.blocks});
-        ++c.extents_planned;
-        c.predicted_freed_bytes += cand.disk_bytes;
-        c.predicted_metadata_bytes += cost;
-        if (refs.size() > kMaxTargetsPerCall)
-            ++c.large_fanout_extents;
-        for (const Reference& r : refs) {
-            const uint64_t r0 = r.item.extent_offset;
-            const uint64_t r1 = r0 + r.item.num_bytes;
-            for (const Piece& p : cand.pieces) {
-                uint64_t x0 = std::max(r0, p.extent_offset);
-                uint64_t x1 = std::min(r1, p.extent_offset + p.length);
-                if (x0 >= x1)
-                    continue;
-                PlannedMove m;
-                m.dst = r.file;
-                m.dst_offset = r.item.file_offset + (x0 - r0);
-                m.src = p.src;
-                m.src_offset = p.src_offset + (x0 - p.extent_offset);
-                m.length = x1 - x0;
-                m.extent = index;
-                m.primary = r.file == cand.primary_file;
-                plan.moves.push_back(m);
-            }
+    // Then the metadata they cost. A leaf is unshared once however many of its references
+    // move, so its cost is split among the extents referenced from it: many small files in
+    // one directory share the bill instead of each being refused for the whole leaf. The
+    // first change in a snapshot also unshares the nodes above its leaves, up to the root
+    // (the tree's level of them), split the same way among the extents touching that tree.
+    std::map<Leaf, size_t> sharing;
+    std::map<uint64_t, size_t> root_sharing;
+    for (const Eligible& e : eligible) {
+        for (const Leaf& leaf : e.leaves)
+            ++sharing[leaf];
+        for (uint64_t root : roots_of(e.refs))
+            ++root_sharing[root];
+    }
+    const uint64_t node_cost = uint64_t{geometry_.nodesize} * geometry_.copies;
+    for (Eligible& e : eligible) {
+        uint64_t cost = 0;
+        for (const Leaf& leaf : e.leaves)
+            cost += node_cost / sharing[leaf];
+        std::set<uint64_t> roots = roots_of(e.refs);
+        for (uint64_t root : roots)
+            cost += node_cost * tree_level(root) / root_sharing[root];
+        if (cost >= e.cand.disk_bytes) {
+            c.skipped_cost_bytes += e.cand.duplicate_bytes;
+            continue;
         }
+        charged_leaves_.insert(e.leaves.begin(), e.leaves.end());
+        charged_roots_.insert(roots.begin(), roots.end());
+        size_t index = plan.extents.size();
+        plan.extents.push_back({e.cand.disk_bytenr, e.cand.disk_bytes, e.refs.size(), cost, e.writable, e.cand.blocks});
+        ++c.extents_planned;
+        c.predicted_freed_bytes += e.cand.disk_bytes;
+        c.predicted_metadata_bytes += cost;
+        if (e.refs.size() > kMaxTargetsPerCall)
+            ++c.large_fanout_extents;
+        add_moves(e.cand, e.refs, index, plan);
     }
     return plan;
 }

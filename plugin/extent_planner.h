@@ -35,8 +35,9 @@ struct PlannedMove {
     InodeHandle src;
     uint64_t src_offset = 0;
     uint64_t length = 0;
-    size_t extent = 0;    // index into ExtentPlan::extents
-    bool primary = false; // the processed snapshot's own reference
+    size_t extent = 0;     // index into ExtentPlan::extents
+    bool primary = false;  // the processed snapshot's own reference
+    bool writable = false; // in a writable subvolume: moved only after all read-only ones
 };
 
 struct PlannedExtent {
@@ -75,14 +76,26 @@ private:
     bool read_references(const Candidate& c, std::vector<Reference>& refs, bool& writable);
     bool read_only(uint64_t root);
     bool regular_file(uint64_t root, uint64_t inode, InodeHandle& handle);
-    uint64_t marginal_metadata_cost(const std::vector<Reference>& refs, bool charge);
+    // Every reference's bytes have a copy to move onto.
+    bool fully_covered(const Candidate& c, const std::vector<Reference>& refs) const;
+    void add_moves(const Candidate& c, const std::vector<Reference>& refs, size_t index, ExtentPlan& plan) const;
+
+    // A metadata leaf, guessed: (root, inode / kInodesPerLeaf).
+    using Leaf = std::pair<uint64_t, uint64_t>;
+    // The leaves moving these references would unshare, less those already unshared.
+    std::set<Leaf> leaves_of(const std::vector<Reference>& refs) const;
+    // The subvolumes these references are in whose upper tree nodes are still shared.
+    std::set<uint64_t> roots_of(const std::vector<Reference>& refs) const;
+    uint32_t tree_level(uint64_t root);
 
     int fs_fd_;
     MetadataGeometry geometry_;
     bool readonly_only_;
     std::map<uint64_t, bool> read_only_;
     std::map<std::pair<uint64_t, uint64_t>, InodeHandle> inodes_; // generation 0: not a regular file
-    std::set<std::pair<uint64_t, uint64_t>> charged_leaves_;       // (root, leaf guess) already unshared
+    std::set<Leaf> charged_leaves_;    // leaves this run has already unshared
+    std::set<uint64_t> charged_roots_; // trees whose path to the root this run has unshared
+    std::map<uint64_t, uint32_t> tree_levels_;
 };
 
 } // namespace snapdedupe

@@ -35,16 +35,14 @@ std::vector<PlannedMove> merge_adjacent(std::vector<PlannedMove> moves)
 
 } // namespace
 
-MoveOutcome ReferenceMover::execute(const ExtentPlan& plan, size_t duplicate_count, int busy_retries)
+void ReferenceMover::run_moves(const std::vector<PlannedMove>& moves, const std::vector<size_t>& selected,
+                               std::vector<DedupeResult>& results, int busy_retries)
 {
-    std::vector<PlannedMove> moves = merge_adjacent(plan.moves);
-    std::vector<DedupeResult> results(moves.size());
-
     // One ioctl serves every reference that takes the same source range: the snapshots of a
     // lineage usually hold one extent at the same offsets. Groups are visited in source
     // order, so each source file is opened once.
     std::map<std::tuple<InodeHandle, uint64_t, uint64_t>, std::vector<size_t>> groups;
-    for (size_t i = 0; i < moves.size(); ++i)
+    for (size_t i : selected)
         groups[{moves[i].src, moves[i].src_offset, moves[i].length}].push_back(i);
 
     InodeHandle open_src_handle;
@@ -78,6 +76,27 @@ MoveOutcome ReferenceMover::execute(const ExtentPlan& plan, size_t duplicate_cou
         for (size_t t = 0; t < done.size(); ++t)
             results[target_moves[t]] = done[t];
     }
+}
+
+MoveOutcome ReferenceMover::execute(const ExtentPlan& plan, size_t duplicate_count, int busy_retries)
+{
+    std::vector<PlannedMove> moves = merge_adjacent(plan.moves);
+    std::vector<DedupeResult> results(moves.size());
+
+    // Read-only references first; a writable subvolume's only once every read-only reference
+    // of the extent has moved. Otherwise a busy snapshot would leave the live subvolume on
+    // the keeper and its snapshots on the old extent: nothing freed, and the next
+    // incremental send would carry the range again.
+    std::vector<size_t> read_only_moves, writable_moves;
+    for (size_t i = 0; i < moves.size(); ++i)
+        (moves[i].writable ? writable_moves : read_only_moves).push_back(i);
+    run_moves(moves, read_only_moves, results, busy_retries);
+    std::vector<bool> read_only_done(plan.extents.size(), true);
+    for (size_t i : read_only_moves)
+        if (results[i].deduped != moves[i].length)
+            read_only_done[moves[i].extent] = false;
+    std::erase_if(writable_moves, [&](size_t i) { return !read_only_done[moves[i].extent]; });
+    run_moves(moves, writable_moves, results, busy_retries);
 
     MoveOutcome outcome;
     DedupeCounters& c = outcome.counters;
@@ -99,12 +118,12 @@ MoveOutcome ReferenceMover::execute(const ExtentPlan& plan, size_t duplicate_cou
             ++c.dedupe_errors;
     }
 
+    outcome.extent_busy = extent_busy;
     outcome.moved.assign(duplicate_count, true);
     outcome.busy.assign(duplicate_count, false);
     std::vector<bool> in_plan(duplicate_count, false);
     for (size_t e = 0; e < plan.extents.size(); ++e) {
         c.extents_moved += extent_freed[e] ? 1 : 0;
-        c.busy_deferred += extent_busy[e] ? 1 : 0;
         for (size_t b : plan.extents[e].blocks) {
             in_plan[b] = true;
             outcome.moved[b] = outcome.moved[b] && extent_freed[e];

@@ -4,6 +4,8 @@
 #include "plugin/extent_planner.h"
 #include "plugin/run_report.h"
 
+#include "plugin/deduper.h"
+
 #include <vector>
 
 namespace snapdedupe {
@@ -11,7 +13,8 @@ namespace snapdedupe {
 struct MoveOutcome {
     std::vector<bool> moved; // per duplicate block: every extent holding it was freed
     std::vector<bool> busy;  // per duplicate block: an extent holding it was busy (EAGAIN)
-    DedupeCounters counters;
+    std::vector<bool> extent_busy; // per planned extent: some reference was busy (EAGAIN)
+    DedupeCounters counters;       // busy extents are left to the caller to count
 };
 
 class ReferenceMover {
@@ -25,6 +28,9 @@ public:
     MoveOutcome execute(const ExtentPlan& plan, size_t duplicate_count, int busy_retries);
 
 private:
+    void run_moves(const std::vector<PlannedMove>& moves, const std::vector<size_t>& selected,
+                   std::vector<DedupeResult>& results, int busy_retries);
+
     int fs_fd_;
 };
 

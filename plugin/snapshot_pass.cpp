@@ -10,8 +10,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <thread>
 
 namespace snapdedupe {
 
@@ -49,10 +51,11 @@ std::vector<FileRange> to_file_ranges(const std::vector<ByteRange>& ranges)
 
 } // namespace
 
-// EAGAIN means a `btrfs send` is reading a root: wait briefly during the run (50+100 ms), then
-// leave the extent for the end of the run, where the wait is longer (up to about 13 s).
-constexpr int kBusyRetriesDuringRun = 2;
-constexpr int kBusyRetriesAtEnd = 8;
+// EAGAIN means a `btrfs send` is reading a root, usually for longer than a short wait: the
+// extent is deferred at once to the end of the run, which retries everything still busy
+// within this budget, and then leaves it for the next run.
+constexpr int kBusyRetriesDuringRun = 0;
+constexpr std::chrono::seconds kBusyBudget{15};
 // About 1 GiB of duplicate blocks (at kBlockSize): the batch's plan stays small in memory.
 constexpr size_t kDuplicatesPerBatch = 8192;
 
@@ -137,6 +140,15 @@ DedupeCounters SnapshotPass::dedupe(const std::vector<DuplicateBlock>& duplicate
         counters.add(outcome.counters);
         moved = outcome.moved;
         busy = outcome.busy;
+        // A busy extent is planned again when it is retried: count it then, not twice.
+        for (size_t e = 0; e < plan.extents.size(); ++e) {
+            if (!outcome.extent_busy[e])
+                continue;
+            ++counters.busy_deferred;
+            --counters.extents_planned;
+            counters.predicted_freed_bytes -= plan.extents[e].disk_bytes;
+            counters.predicted_metadata_bytes -= plan.extents[e].metadata_cost;
+        }
     }
     // A duplicate that stayed where it was is still a location of its bytes; one whose extent
     // was busy is tried again later.
@@ -152,7 +164,7 @@ DedupeCounters SnapshotPass::dedupe(const std::vector<DuplicateBlock>& duplicate
     return counters;
 }
 
-DedupeCounters SnapshotPass::retry_deferred()
+std::vector<DuplicateBlock> SnapshotPass::load_deferred()
 {
     std::vector<DuplicateBlock> duplicates;
     for (const DeferredBlock& b : index_.take_deferred()) {
@@ -171,11 +183,41 @@ DedupeCounters SnapshotPass::retry_deferred()
         d.keeper = *keeper;
         duplicates.push_back(d);
     }
-    if (duplicates.empty() || policy_.dry_run)
-        return {};
-    DedupeCounters counters = dedupe(duplicates, nullptr, kBusyRetriesAtEnd);
-    counters.duplicate_bytes = 0; // counted when they were found
+    return duplicates;
+}
+
+DedupeCounters SnapshotPass::dedupe_during_run(const std::vector<DuplicateBlock>& duplicates, SnapshotReport& report)
+{
+    DedupeCounters counters = dedupe(duplicates, policy_.dry_run ? &report.plan : nullptr, kBusyRetriesDuringRun);
+    counters.busy_deferred = 0; // deferred to the end of the run, counted there if still busy
     return counters;
+}
+
+DedupeCounters SnapshotPass::retry_deferred()
+{
+    DedupeCounters total;
+    if (policy_.dry_run)
+        return total;
+    // Rounds over everything still busy, with doubling pauses, within one budget for the run:
+    // a send that outlasts it leaves its extents for the next run, never stalls this one.
+    const auto deadline = std::chrono::steady_clock::now() + kBusyBudget;
+    auto pause = std::chrono::milliseconds(100);
+    for (;;) {
+        std::vector<DuplicateBlock> duplicates = load_deferred();
+        if (duplicates.empty())
+            break;
+        DedupeCounters round = dedupe(duplicates, nullptr, 0);
+        round.duplicate_bytes = 0; // counted when they were found
+        bool last = round.busy_deferred == 0 || std::chrono::steady_clock::now() + pause > deadline;
+        if (!last)
+            round.busy_deferred = 0; // tried again below
+        total.add(round);
+        if (last)
+            break;
+        std::this_thread::sleep_for(pause);
+        pause = std::min(pause * 2, std::chrono::milliseconds(5000));
+    }
+    return total;
 }
 
 SnapshotReport SnapshotPass::process(const Snapshot& snapshot, const Snapshot* parent, const std::string& lineage)
@@ -198,12 +240,12 @@ SnapshotReport SnapshotPass::process(const Snapshot& snapshot, const Snapshot* p
         scan_file(snapshot_fd.get(), snapshot.path + "/" + change.path, change, report, duplicates);
         // Bounded memory on huge snapshots: dedupe in batches, at file boundaries.
         if (duplicates.size() >= kDuplicatesPerBatch) {
-            report.dedupe.add(dedupe(duplicates, policy_.dry_run ? &report.plan : nullptr, kBusyRetriesDuringRun));
+            report.dedupe.add(dedupe_during_run(duplicates, report));
             duplicates.clear();
         }
     }
 
-    report.dedupe.add(dedupe(duplicates, policy_.dry_run ? &report.plan : nullptr, kBusyRetriesDuringRun));
+    report.dedupe.add(dedupe_during_run(duplicates, report));
 
     ProcessedSnapshot record;
     record.uuid = uuid_to_string(snapshot.uuid);
