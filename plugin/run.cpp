@@ -30,38 +30,36 @@ struct Filesystem {
     std::vector<Snapshot> snapshots;
 };
 
+// The filesystem `path` is on, registered in `by_uuid` on first sight.
+Filesystem& filesystem_of(const std::string& path, std::map<std::string, Filesystem>& by_uuid)
+{
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd)
+        throw PathError(path + ": " + std::strerror(errno));
+    std::string uuid = filesystem_uuid(fd.get(), path);
+    Filesystem& fs = by_uuid[uuid];
+    if (!fs.fd) {
+        fs.uuid = uuid;
+        fs.first_path = path;
+        fs.fd = std::move(fd);
+    }
+    return fs;
+}
+
+// `forget_on`: paths on filesystems to visit only to forget deleted snapshots.
 std::vector<Filesystem> collect_sources(const std::vector<std::string>& paths, const std::vector<std::string>& forget_on)
 {
     std::map<std::string, Filesystem> by_uuid;
     std::set<std::string> seen; // a snapshot named twice is processed once
     for (const std::string& path : paths) {
         std::vector<Snapshot> found = find_snapshots(path);
-        UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-        if (!fd)
-            throw PathError(path + ": " + std::strerror(errno));
-        std::string uuid = filesystem_uuid(fd.get(), path);
-        Filesystem& fs = by_uuid[uuid];
-        if (!fs.fd) {
-            fs.uuid = uuid;
-            fs.first_path = path;
-            fs.fd = std::move(fd);
-        }
+        Filesystem& fs = filesystem_of(path, by_uuid);
         for (Snapshot& s : found)
-            if (seen.insert(uuid + uuid_to_string(s.uuid)).second)
+            if (seen.insert(fs.uuid + uuid_to_string(s.uuid)).second)
                 fs.snapshots.push_back(std::move(s));
     }
-    for (const std::string& path : forget_on) {
-        UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-        if (!fd)
-            throw PathError(path + ": " + std::strerror(errno));
-        std::string uuid = filesystem_uuid(fd.get(), path);
-        Filesystem& fs = by_uuid[uuid];
-        if (!fs.fd) {
-            fs.uuid = uuid;
-            fs.first_path = path;
-            fs.fd = std::move(fd);
-        }
-    }
+    for (const std::string& path : forget_on)
+        filesystem_of(path, by_uuid);
     std::vector<Filesystem> out;
     for (auto& [uuid, fs] : by_uuid)
         out.push_back(std::move(fs));

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -83,6 +84,37 @@ class Results:
                 print(f"  - {f}", flush=True)
         print(f"{self.passed} passed, {self.failed} failed", flush=True)
         return 1 if (self.failed > 0 or extra_failure) else 0
+
+
+def run_test(prog, tag, body, after=None):
+    """The frame of every integration test: body(r, ws) inside a fresh Workspace; anything it
+    raises is a failure, never a crash; after cleanup, `after()` (if given) and a check that
+    nothing leaked; then exit with the results' status."""
+    r = Results(prog)
+    ws = Workspace(tag)
+    try:
+        with ws:
+            body(r, ws)
+    except BaseException as e:
+        r.error("test aborted", e)
+        traceback.print_exc()
+    if after is not None:
+        after()
+    left = ws.leaks()
+    r.check("cleanup: nothing of ours left in /proc/mounts, losetup -a, or /tmp", left == [], "; ".join(left))
+    sys.exit(r.finish())
+
+
+def run_parts(r, parts):
+    """Runs (name, fn) parts in order: one that raises is a failure and the next still runs."""
+    for name, fn in parts:
+        t = time.monotonic()
+        try:
+            fn()
+        except Exception as e:
+            r.error(f"{name} raised", e)
+            traceback.print_exc()
+        print(f"  {name}: {time.monotonic() - t:.1f}s", flush=True)
 
 
 def require_root(prog):
@@ -856,16 +888,18 @@ def parse_dump(text):
 
 
 def send_dump(old, new):
-    """`btrfs send --no-data -p OLD NEW | btrfs receive --dump` -> text."""
-    send = subprocess.Popen(["btrfs", "send", "-q", "--no-data", "-p", old, new],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    recv = subprocess.run(["btrfs", "receive", "--dump"], stdin=send.stdout,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    send.stdout.close()
-    send_err = send.stderr.read()
-    send.stderr.close()
-    if send.wait() != 0 or recv.returncode != 0:
-        raise RuntimeError(f"send/receive --dump failed: {send_err!r} {recv.stderr!r}")
+    """`btrfs send --no-data -p OLD NEW`, then `btrfs receive --dump` of that stream -> text.
+
+    Through a file, not a pipe: `receive --dump` stops reading at END, and btrfs-progs' send can
+    still be writing then and die of SIGPIPE (seen in about a third of runs)."""
+    with tempfile.NamedTemporaryFile(prefix="snapdedupe-stream.") as stream:
+        send = subprocess.run(["btrfs", "send", "-q", "--no-data", "-p", old, new, "-f", stream.name],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        recv = subprocess.run(["btrfs", "receive", "--dump", "-f", stream.name],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if send.returncode != 0 or recv.returncode != 0:
+        raise RuntimeError(f"send ({send.returncode}) / receive --dump ({recv.returncode}) failed: "
+                           f"{send.stderr!r} {recv.stderr!r}")
     return recv.stdout.decode("utf-8", "surrogateescape")
 
 

@@ -9,14 +9,13 @@ Needs root. Ends with "N passed, M failed"; exit status non-zero on any failure.
 
 import os
 import sys
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from btrfs_fixture import (  # noqa: E402
-    GiB, MiB, Results, Workspace, build_dedupe_series, check_binary_arg, common_argparser,
-    compare_manifests, df, extend_series_identical_rewrite, file_count, is_readonly,
-    manifest, manifest_all, require_root, run_tool, subvol_ids, validate_run_json)
+    GiB, MiB, build_dedupe_series, check_binary_arg, common_argparser, compare_manifests, df,
+    extend_series_identical_rewrite, file_count, is_readonly, manifest, manifest_all, require_root,
+    run_parts, run_test, run_tool, subvol_ids, validate_run_json)
 
 PROG = "test_dedupe.py"
 
@@ -204,22 +203,9 @@ def main():
     args = common_argparser(__doc__).parse_args()
     require_root(PROG)
     binary = check_binary_arg(args, PROG)
-    r = Results(PROG)
-    ws = Workspace("snapdedupe-test_dedupe")
-    try:
-        with ws:
-            for part in (part_main, part_live):
-                try:
-                    part(r, ws, binary)
-                except Exception as e:   # keep going with the next part; cleanup still happens
-                    r.error(f"{part.__name__} raised", e)
-                    traceback.print_exc()
-    except BaseException as e:
-        r.error("test aborted", e)
-        traceback.print_exc()
-    left = ws.leaks()
-    r.check("cleanup: nothing of ours left in /proc/mounts, losetup -a, or /tmp", left == [], "; ".join(left))
-    sys.exit(r.finish())
+    run_test(PROG, "snapdedupe-test_dedupe", lambda r, ws: run_parts(r, [
+        ("part_main", lambda: part_main(r, ws, binary)),
+        ("part_live", lambda: part_live(r, ws, binary))]))
 
 
 if __name__ == "__main__":

@@ -13,13 +13,12 @@ import os
 import shutil
 import stat
 import sys
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from btrfs_fixture import (  # noqa: E402
-    GiB, KiB, MiB, Results, SendOracle, SeriesBuilder, Workspace, check_binary_arg,
-    common_argparser, ground_truth_changes, merge_ranges, require_root, run_tool, send_dump, sh)
+    GiB, KiB, MiB, SendOracle, SeriesBuilder, check_binary_arg, common_argparser,
+    ground_truth_changes, merge_ranges, require_root, run_parts, run_test, run_tool, send_dump, sh)
 
 PROG = "test_diff_oracle.py"
 
@@ -196,33 +195,25 @@ def check_pair(r, binary, old, new, label):
             not noadd and not norem and not noren, f"{noadd} {norem} {noren}")
 
 
+def check_all_pairs(r, ws, binary):
+    r.section("build snapshot series")
+    fs = ws.make_btrfs("diff", size=GiB)
+    b = build_series(fs)
+    snaps = b.snapshots
+    pairs = list(zip(snaps, snaps[1:])) + [(snaps[0], snaps[-1])]
+    parts = []
+    for old, new in pairs:
+        label = f"{os.path.basename(old)}->{os.path.basename(new)}"
+        parts.append((label, lambda old=old, new=new, label=label: (r.section(f"pair {label}"),
+                                                                     check_pair(r, binary, old, new, label))))
+    run_parts(r, parts)
+
+
 def main():
     args = common_argparser(__doc__).parse_args()
     require_root(PROG)
     binary = check_binary_arg(args, PROG)
-    r = Results(PROG)
-    ws = Workspace("snapdedupe-test_diff_oracle")
-    try:
-        with ws:
-            r.section("build snapshot series")
-            fs = ws.make_btrfs("diff", size=GiB)
-            b = build_series(fs)
-            snaps = b.snapshots
-            pairs = list(zip(snaps, snaps[1:])) + [(snaps[0], snaps[-1])]
-            for old, new in pairs:
-                label = f"{os.path.basename(old)}->{os.path.basename(new)}"
-                r.section(f"pair {label}")
-                try:
-                    check_pair(r, binary, old, new, label)
-                except Exception as e:
-                    r.error(f"{label} raised", e)
-                    traceback.print_exc()
-    except BaseException as e:
-        r.error("test aborted", e)
-        traceback.print_exc()
-    left = ws.leaks()
-    r.check("cleanup: nothing of ours left in /proc/mounts, losetup -a, or /tmp", left == [], "; ".join(left))
-    sys.exit(r.finish())
+    run_test(PROG, "snapdedupe-test_diff_oracle", lambda r, ws: check_all_pairs(r, binary=binary, ws=ws))
 
 
 if __name__ == "__main__":

@@ -21,13 +21,12 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from btrfs_fixture import (  # noqa: E402
-    GiB, KiB, MiB, Results, SeriesBuilder, ToolResult, Workspace, compare_manifests, file_count,
-    manifest, manifest_all, require_root, run_tool, sh, sh_out, sync_fs)
+    GiB, KiB, MiB, SeriesBuilder, ToolResult, compare_manifests, file_count, manifest,
+    manifest_all, require_root, run_parts, run_test, run_tool, sh, sh_out, sync_fs)
 
 PROG = "test_live_send.py"
 SEND_SLACK = 4 * KiB   # absolute slack on the 1% send-size bound
@@ -430,23 +429,9 @@ def main():
         print(f"{PROG}: snapdedupe binary not executable: {binary}", file=sys.stderr)
         sys.exit(1)
     parts = {"1": part_send_size, "2": part_concurrent_send, "3": part_concurrent_writer, "4": part_small_files}
-    r, ws = Results(PROG), Workspace("snapdedupe-test_live_send")
-    try:
-        with ws:
-            for k in (args.only.split(",") if args.only else sorted(parts)):
-                t = time.monotonic()
-                try:
-                    parts[k](r, ws, binary)
-                except Exception as e:   # keep going with the next part; cleanup still happens
-                    r.error(f"{parts[k].__name__} raised", e)
-                    traceback.print_exc()
-                print(f"  part {k}: {time.monotonic() - t:.1f}s", flush=True)
-    except BaseException as e:
-        r.error("test aborted", e)
-        traceback.print_exc()
-    left = ws.leaks()
-    r.check("cleanup: nothing of ours left in /proc/mounts, losetup -a, or /tmp", left == [], "; ".join(left))
-    sys.exit(r.finish())
+    chosen = args.only.split(",") if args.only else sorted(parts)
+    run_test(PROG, "snapdedupe-test_live_send", lambda r, ws: run_parts(
+        r, [(parts[k].__name__, lambda k=k: parts[k](r, ws, binary)) for k in chosen]))
 
 
 if __name__ == "__main__":
