@@ -30,11 +30,11 @@ CREATE TABLE blocks (
     UNIQUE (extent, extent_offset)
 );
 CREATE INDEX blocks_by_hash ON blocks (hash, length);
-CREATE TABLE deferred (                 -- duplicates left busy (EAGAIN) for the next run
+CREATE TABLE deferred (                 -- references left busy (EAGAIN) for the next run
     root_id INTEGER NOT NULL, inode INTEGER NOT NULL, inode_gen INTEGER NOT NULL,
-    file_offset INTEGER NOT NULL, length INTEGER NOT NULL, hash INTEGER NOT NULL,
-    extent INTEGER NOT NULL, extent_offset INTEGER NOT NULL,
-    extent_address INTEGER NOT NULL, map_start INTEGER NOT NULL, compressed INTEGER NOT NULL,
+    file_offset INTEGER NOT NULL, length INTEGER NOT NULL,
+    keeper_root INTEGER NOT NULL, keeper_inode INTEGER NOT NULL, keeper_gen INTEGER NOT NULL,
+    keeper_offset INTEGER NOT NULL, keeper_extent INTEGER NOT NULL, keeper_extent_offset INTEGER NOT NULL,
     PRIMARY KEY (root_id, inode, file_offset)
 );
 )sql";
@@ -162,33 +162,31 @@ std::vector<std::string> BlockIndex::changed_paths(const std::string& uuid)
     return out;
 }
 
-void BlockIndex::add_deferred(const DeferredBlock& b)
+void BlockIndex::add_deferred(const DeferredMove& m)
 {
-    Statement st = db_.prepare("INSERT OR REPLACE INTO deferred (root_id, inode, inode_gen, file_offset, length, hash, "
-                               "extent, extent_offset, extent_address, map_start, compressed) "
-                               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
-    st.bind(1, b.where.root).bind(2, b.where.inode).bind(3, b.where.inode_gen).bind(4, b.where.file_offset);
-    st.bind(5, b.length).bind(6, b.hash).bind(7, b.key.extent).bind(8, b.key.extent_offset);
-    st.bind(9, b.extent_address).bind(10, b.map_start).bind(11, int64_t{b.compressed ? 1 : 0});
+    Statement st = db_.prepare("INSERT OR REPLACE INTO deferred (root_id, inode, inode_gen, file_offset, length, "
+                               "keeper_root, keeper_inode, keeper_gen, keeper_offset, keeper_extent, "
+                               "keeper_extent_offset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
+    st.bind(1, m.where.root).bind(2, m.where.inode).bind(3, m.where.inode_gen).bind(4, m.where.file_offset);
+    st.bind(5, m.length).bind(6, m.keeper.root).bind(7, m.keeper.inode).bind(8, m.keeper.inode_gen);
+    st.bind(9, m.keeper.file_offset).bind(10, m.keeper_key.extent).bind(11, m.keeper_key.extent_offset);
     st.run();
 }
 
-std::vector<DeferredBlock> BlockIndex::take_deferred()
+std::vector<DeferredMove> BlockIndex::take_deferred()
 {
-    Statement st = db_.prepare("SELECT root_id, inode, inode_gen, file_offset, length, hash, extent, extent_offset, "
-                               "extent_address, map_start, compressed FROM deferred ORDER BY root_id, inode, file_offset");
-    std::vector<DeferredBlock> out;
+    Statement st = db_.prepare("SELECT root_id, inode, inode_gen, file_offset, length, keeper_root, keeper_inode, "
+                               "keeper_gen, keeper_offset, keeper_extent, keeper_extent_offset FROM deferred "
+                               "ORDER BY root_id, inode, file_offset");
+    std::vector<DeferredMove> out;
     auto u = [&](int col) { return static_cast<uint64_t>(st.int64(col)); };
     while (st.step()) {
-        DeferredBlock b;
-        b.where = {u(0), u(1), u(2), u(3)};
-        b.length = u(4);
-        b.hash = u(5);
-        b.key = {u(6), u(7)};
-        b.extent_address = u(8);
-        b.map_start = u(9);
-        b.compressed = st.int64(10) != 0;
-        out.push_back(b);
+        DeferredMove m;
+        m.where = {u(0), u(1), u(2), u(3)};
+        m.length = u(4);
+        m.keeper = {u(5), u(6), u(7), u(8)};
+        m.keeper_key = {u(9), u(10)};
+        out.push_back(m);
     }
     db_.exec("DELETE FROM deferred");
     return out;

@@ -55,16 +55,14 @@ struct ProcessedSnapshot {
     std::vector<std::string> changed_paths;
 };
 
-// A duplicate block whose extent could not be freed because a `btrfs send` was reading a
-// root that references it (EAGAIN): retried at the end of the run, then in the next run.
-struct DeferredBlock {
-    BlockLocation where;     // the block in the snapshot that was processed
+// A range whose extent could not be freed because a `btrfs send` was reading a root that
+// references it (EAGAIN): a reference that did not move, and the keeper bytes to move it
+// onto. Retried at the end of the run, then in the next run.
+struct DeferredMove {
+    BlockLocation where;  // the reference, in the busy subvolume
     uint64_t length = 0;
-    uint64_t hash = 0;
-    BlockKey key;
-    uint64_t extent_address = 0;
-    uint64_t map_start = 0;
-    bool compressed = false;
+    BlockLocation keeper;
+    BlockKey keeper_key;
 };
 
 // The index file cannot be used: newer schema, not ours, or damaged.
@@ -89,9 +87,9 @@ public:
     void forget_block(int64_t id);
     void add_snapshot(const ProcessedSnapshot& snapshot);
     std::vector<std::string> changed_paths(const std::string& uuid);
-    void add_deferred(const DeferredBlock& block);
-    // All deferred blocks, removed from the index: the caller adds back those still busy.
-    std::vector<DeferredBlock> take_deferred();
+    void add_deferred(const DeferredMove& move);
+    // All deferred moves, removed from the index: the caller adds back those still busy.
+    std::vector<DeferredMove> take_deferred();
     int64_t block_count();
 
     // Forgetting deleted snapshots (plugin/snapshot_forgetter.h decides which and where their

@@ -25,6 +25,7 @@ struct ExtentPlanner::Piece {
     uint64_t length = 0;
     InodeHandle src;
     uint64_t src_offset = 0;
+    BlockKey keeper_key;
 };
 
 struct ExtentPlanner::Candidate {
@@ -115,6 +116,7 @@ void ExtentPlanner::add_block_pieces(const DuplicateBlock& d, size_t index, cons
         p.length = o1 - o0;
         p.src = {d.keeper.where.root, d.keeper.where.inode, d.keeper.where.inode_gen};
         p.src_offset = d.keeper.where.file_offset + (o0 - b0);
+        p.keeper_key = d.keeper.key;
         c.pieces.push_back(p);
         c.duplicate_bytes += p.length;
         if (c.blocks.empty() || c.blocks.back() != index)
@@ -208,6 +210,7 @@ void ExtentPlanner::add_moves(const Candidate& cand, const std::vector<Reference
             m.dst_offset = r.item.file_offset + (x0 - r0);
             m.src = p.src;
             m.src_offset = p.src_offset + (x0 - p.extent_offset);
+            m.keeper_key = p.keeper_key;
             m.length = x1 - x0;
             m.extent = index;
             m.primary = r.file == cand.primary_file;

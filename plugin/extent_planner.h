@@ -34,6 +34,7 @@ struct PlannedMove {
     uint64_t dst_offset = 0;
     InodeHandle src;
     uint64_t src_offset = 0;
+    BlockKey keeper_key; // where the keeper's bytes are on disk
     uint64_t length = 0;
     size_t extent = 0;     // index into ExtentPlan::extents
     bool primary = false;  // the processed snapshot's own reference

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <map>
+#include <set>
 #include <tuple>
 
 namespace snapdedupe {
@@ -31,6 +32,39 @@ std::vector<PlannedMove> merge_adjacent(std::vector<PlannedMove> moves)
         merged.push_back(m);
     }
     return merged;
+}
+
+// For each busy extent, a reference none of whose moves happened (its subvolume is the one
+// being sent), with those moves. A reference that did move now points at the keeper, so a
+// retry could not find the extent through it.
+std::vector<DeferredMove> busy_moves(const std::vector<PlannedMove>& moves, const std::vector<DedupeResult>& results,
+                                     const std::vector<bool>& extent_busy)
+{
+    std::map<std::pair<size_t, InodeHandle>, bool> untouched; // (extent, file) -> no move happened
+    for (size_t i = 0; i < moves.size(); ++i) {
+        if (!extent_busy[moves[i].extent])
+            continue;
+        auto key = std::make_pair(moves[i].extent, moves[i].dst);
+        bool none = results[i].deduped == 0 && results[i].error == EAGAIN;
+        auto [it, fresh] = untouched.emplace(key, none);
+        if (!fresh)
+            it->second = it->second && none;
+    }
+    std::vector<DeferredMove> out;
+    std::set<size_t> chosen;
+    for (const auto& [key, none] : untouched) {
+        if (!none || !chosen.insert(key.first).second)
+            continue;
+        for (const PlannedMove& m : moves) {
+            if (m.extent != key.first || !(m.dst == key.second))
+                continue;
+            out.push_back({{m.dst.root, m.dst.inode, m.dst.generation, m.dst_offset},
+                           m.length,
+                           {m.src.root, m.src.inode, m.src.generation, m.src_offset},
+                           m.keeper_key});
+        }
+    }
+    return out;
 }
 
 } // namespace
@@ -119,15 +153,14 @@ MoveOutcome ReferenceMover::execute(const ExtentPlan& plan, size_t duplicate_cou
     }
 
     outcome.extent_busy = extent_busy;
+    outcome.busy_moves = busy_moves(moves, results, extent_busy);
     outcome.moved.assign(duplicate_count, true);
-    outcome.busy.assign(duplicate_count, false);
     std::vector<bool> in_plan(duplicate_count, false);
     for (size_t e = 0; e < plan.extents.size(); ++e) {
         c.extents_moved += extent_freed[e] ? 1 : 0;
         for (size_t b : plan.extents[e].blocks) {
             in_plan[b] = true;
             outcome.moved[b] = outcome.moved[b] && extent_freed[e];
-            outcome.busy[b] = outcome.busy[b] || extent_busy[e];
         }
     }
     for (size_t b = 0; b < duplicate_count; ++b)

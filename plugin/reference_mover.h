@@ -12,8 +12,9 @@ namespace snapdedupe {
 
 struct MoveOutcome {
     std::vector<bool> moved; // per duplicate block: every extent holding it was freed
-    std::vector<bool> busy;  // per duplicate block: an extent holding it was busy (EAGAIN)
-    std::vector<bool> extent_busy; // per planned extent: some reference was busy (EAGAIN)
+    std::vector<bool> extent_busy;        // per planned extent: some reference was busy (EAGAIN)
+    std::vector<DeferredMove> busy_moves; // per busy extent, the moves of one reference that did
+                                          // not move at all: what a retry starts from
     DedupeCounters counters;       // busy extents are left to the caller to count
 };
 

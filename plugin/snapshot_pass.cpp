@@ -122,7 +122,7 @@ void SnapshotPass::scan_file(int snapshot_fd, const std::string& name, const Fil
 }
 
 DedupeCounters SnapshotPass::dedupe(const std::vector<DuplicateBlock>& duplicates,
-                                    std::vector<PlannedExtentReport>* plan_out, int busy_retries)
+                                    std::vector<PlannedExtentReport>* plan_out, int busy_retries, bool index_unmoved)
 {
     ExtentPlan plan = planner_.plan(duplicates);
     DedupeCounters counters = plan.counters;
@@ -139,7 +139,6 @@ DedupeCounters SnapshotPass::dedupe(const std::vector<DuplicateBlock>& duplicate
         MoveOutcome outcome = mover_.execute(plan, duplicates.size(), busy_retries);
         counters.add(outcome.counters);
         moved = outcome.moved;
-        busy = outcome.busy;
         // A busy extent is planned again when it is retried: count it then, not twice.
         for (size_t e = 0; e < plan.extents.size(); ++e) {
             if (!outcome.extent_busy[e])
@@ -149,17 +148,20 @@ DedupeCounters SnapshotPass::dedupe(const std::vector<DuplicateBlock>& duplicate
             counters.predicted_freed_bytes -= plan.extents[e].disk_bytes;
             counters.predicted_metadata_bytes -= plan.extents[e].metadata_cost;
         }
+        for (const DeferredMove& m : outcome.busy_moves)
+            index_.add_deferred(m);
+        for (size_t e = 0; e < plan.extents.size(); ++e)
+            for (size_t b : plan.extents[e].blocks)
+                busy[b] = busy[b] || outcome.extent_busy[e];
     }
-    // A duplicate that stayed where it was is still a location of its bytes; one whose extent
-    // was busy is tried again later.
-    for (size_t i = 0; i < duplicates.size(); ++i) {
+    // A duplicate that stayed where it was is still a location of its bytes; not one whose
+    // extent is deferred: that extent is likely freed soon, and a key the index knows for a
+    // freed disk address would hide the next data written there.
+    for (size_t i = 0; index_unmoved && i < duplicates.size(); ++i) {
         const DuplicateBlock& d = duplicates[i];
-        BlockLocation where{d.file.root, d.file.inode, d.file.generation, d.block.file_offset};
-        if (busy[i])
-            index_.add_deferred({where, d.block.length, d.hash, d.block.key, d.block.extent_address,
-                                 d.block.map_start, d.block.compressed});
-        else if (!moved[i])
-            index_.add_block(d.block.key, d.block.length, d.hash, where);
+        if (!moved[i] && !busy[i])
+            index_.add_block(d.block.key, d.block.length, d.hash,
+                             {d.file.root, d.file.inode, d.file.generation, d.block.file_offset});
     }
     return counters;
 }
@@ -167,20 +169,16 @@ DedupeCounters SnapshotPass::dedupe(const std::vector<DuplicateBlock>& duplicate
 std::vector<DuplicateBlock> SnapshotPass::load_deferred()
 {
     std::vector<DuplicateBlock> duplicates;
-    for (const DeferredBlock& b : index_.take_deferred()) {
+    for (const DeferredMove& m : index_.take_deferred()) {
         DuplicateBlock d;
-        d.file = {b.where.root, b.where.inode, b.where.inode_gen};
-        d.block.file_offset = b.where.file_offset;
-        d.block.length = b.length;
-        d.block.key = b.key;
-        d.block.extent_address = b.extent_address;
-        d.block.map_start = b.map_start;
-        d.block.compressed = b.compressed;
-        d.hash = b.hash;
-        std::optional<IndexedBlock> keeper = find_keeper(b.hash, d.block);
-        if (!keeper || !open_by_handle(fs_fd_, d.file))
-            continue; // the copy or the block is gone: nothing left to do
-        d.keeper = *keeper;
+        d.file = {m.where.root, m.where.inode, m.where.inode_gen};
+        d.block.file_offset = m.where.file_offset;
+        d.block.length = m.length;
+        d.block.map_start = 0; // whatever the file holds now: the planner reads its items again
+        d.keeper.where = m.keeper;
+        d.keeper.key = m.keeper_key;
+        if (!open_by_handle(fs_fd_, d.file) || !open_by_handle(fs_fd_, {m.keeper.root, m.keeper.inode, m.keeper.inode_gen}))
+            continue; // the reference or the keeper is gone: nothing left to do
         duplicates.push_back(d);
     }
     return duplicates;
@@ -188,7 +186,8 @@ std::vector<DuplicateBlock> SnapshotPass::load_deferred()
 
 DedupeCounters SnapshotPass::dedupe_during_run(const std::vector<DuplicateBlock>& duplicates, SnapshotReport& report)
 {
-    DedupeCounters counters = dedupe(duplicates, policy_.dry_run ? &report.plan : nullptr, kBusyRetriesDuringRun);
+    DedupeCounters counters =
+        dedupe(duplicates, policy_.dry_run ? &report.plan : nullptr, kBusyRetriesDuringRun, true);
     counters.busy_deferred = 0; // deferred to the end of the run, counted there if still busy
     return counters;
 }
@@ -206,7 +205,7 @@ DedupeCounters SnapshotPass::retry_deferred()
         std::vector<DuplicateBlock> duplicates = load_deferred();
         if (duplicates.empty())
             break;
-        DedupeCounters round = dedupe(duplicates, nullptr, 0);
+        DedupeCounters round = dedupe(duplicates, nullptr, 0, false); // not blocks: nothing to index
         round.duplicate_bytes = 0; // counted when they were found
         bool last = round.busy_deferred == 0 || std::chrono::steady_clock::now() + pause > deadline;
         if (!last)

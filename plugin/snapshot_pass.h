@@ -39,11 +39,13 @@ private:
     void scan_file(int snapshot_fd, const std::string& name, const FileChange& change, SnapshotReport& report,
                    std::vector<DuplicateBlock>& duplicates);
     // Plans and (unless a dry run) moves; records what stayed in the index.
-    // Counts busy extents in busy_deferred and takes them out of the plan's predictions.
+    // Counts busy extents in busy_deferred and takes them out of the plan's predictions;
+    // `index_unmoved`: record the duplicates that stayed as locations of their bytes.
     DedupeCounters dedupe(const std::vector<DuplicateBlock>& duplicates, std::vector<PlannedExtentReport>* plan_out,
-                          int busy_retries);
+                          int busy_retries, bool index_unmoved);
     DedupeCounters dedupe_during_run(const std::vector<DuplicateBlock>& duplicates, SnapshotReport& report);
-    // The deferred duplicates whose block and keeper still open, removed from the index.
+    // The deferred moves whose reference and keeper still open, as duplicates to plan again;
+    // removed from the index.
     std::vector<DuplicateBlock> load_deferred();
 
     int fs_fd_;
