@@ -8,6 +8,7 @@ Needs root. Ends with "N passed, M failed"; exit status non-zero on any failure.
 """
 
 import os
+import random
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -15,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from btrfs_fixture import (  # noqa: E402
     GiB, MiB, build_dedupe_series, check_binary_arg, common_argparser, compare_manifests, df,
     extend_series_identical_rewrite, file_count, is_readonly, manifest, manifest_all, require_root,
-    run_parts, run_test, run_tool, subvol_ids, validate_run_json)
+    run_parts, run_test, run_tool, subvol_ids, validate_run_json, sh)
 
 PROG = "test_dedupe.py"
 
@@ -199,13 +200,57 @@ def part_live(r, ws, binary):
         r.check(f"{mode} run: live subvolume still writable", not is_readonly(live))
 
 
+def part_compressed(r, ws, binary):
+    """compress=zstd: duplicates live in compressed extents, whose bytes have no disk address
+    of their own; what is freed is their compressed size."""
+    r.section("7. compressed filesystem (compress=zstd)")
+    fs = ws.make_btrfs("zstd", size=GiB)
+    sh("mount", "-o", "remount,compress=zstd", fs.mnt)
+    rng = random.Random(4242)
+    words = [bytes(rng.choice(b"abcdefghij") for _ in range(6)) for _ in range(500)]
+    text = b" ".join(rng.choice(words) for _ in range(500_000))  # ~3.5 MB that compresses ~3x
+    live = fs.path("src")
+    sh("btrfs", "-q", "subvolume", "create", live)
+    os.mkdir(fs.path("snaps"))
+    with open(os.path.join(live, "a.txt"), "wb") as f:
+        f.write(text)
+    snaps = []
+
+    def snap():
+        snaps.append(fs.path("snaps", f"src.{len(snaps) + 1}"))
+        sh("btrfs", "-q", "subvolume", "snapshot", "-r", live, snaps[-1])
+
+    snap()
+    sh("cp", "--reflink=never", os.path.join(live, "a.txt"), os.path.join(live, "b.txt"))
+    snap()
+    os.unlink(os.path.join(live, "b.txt"))
+    sh("cp", "--reflink=never", os.path.join(live, "a.txt"), os.path.join(live, "c.txt"))
+    snap()
+    before = manifest_all(snaps + [live])
+    if binary is None:
+        return
+    u0 = df(fs.mnt)
+    res = run_tool(binary, ["run", "--db", ws.tmp("index-zstd.sqlite"), "--json", fs.path("snaps")])
+    check_run_ok(r, "compressed run", res, dry_run=False)
+    freed = u0["data_used"] - df(fs.mnt)["data_used"]
+    predicted = jint(res, "predicted_freed_bytes") or 0
+    r.check("compressed run: both copies found (duplicate_bytes == 2 x file size)",
+            jint(res, "duplicate_bytes") == 2 * len(text), str(jint(res, "duplicate_bytes")))
+    r.check("compressed run: data freed > 0 and within 5% of predicted_freed_bytes",
+            freed > 0 and abs(freed - predicted) <= 0.05 * predicted, f"freed {freed} predicted {predicted}")
+    r.check("compressed run: less freed than the copies' uncompressed size (they were compressed)",
+            freed < 2 * len(text), f"{freed} vs {2 * len(text)}")
+    check_integrity(r, "compressed run", before, snaps + [live])
+
+
 def main():
     args = common_argparser(__doc__).parse_args()
     require_root(PROG)
     binary = check_binary_arg(args, PROG)
     run_test(PROG, "snapdedupe-test_dedupe", lambda r, ws: run_parts(r, [
         ("part_main", lambda: part_main(r, ws, binary)),
-        ("part_live", lambda: part_live(r, ws, binary))]))
+        ("part_live", lambda: part_live(r, ws, binary)),
+        ("part_compressed", lambda: part_compressed(r, ws, binary))]))
 
 
 if __name__ == "__main__":
