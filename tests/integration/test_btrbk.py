@@ -23,13 +23,12 @@ import random
 import re
 import sqlite3
 import sys
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from btrfs_fixture import (  # noqa: E402
-    MiB, Results, Workspace, check_binary_arg, common_argparser, compare_manifests, df, file_count,
-    is_readonly, manifest, manifest_all, require_root, run_tool, sh, subvol_create, subvol_ids)
+    MiB, check_binary_arg, common_argparser, compare_manifests, df, file_count, is_readonly,
+    manifest, manifest_all, require_root, run_test, run_tool, sh, subvol_create, subvol_ids)
 from snapper_flow import fs_uuid, identical_rewrite, jget, remove_lock_files, write_random  # noqa: E402
 
 PROG = "test_btrbk.py"
@@ -76,23 +75,12 @@ def sha_only(man):
 
 
 def main():
-    ap = common_argparser(__doc__)
-    args = ap.parse_args()
+    args = common_argparser(__doc__).parse_args()
     require_root(PROG)
     binary = check_binary_arg(args, PROG)
-    r = Results(PROG)
-    ws = Workspace("snapdedupe-btrbk")
     uuids = []
-    try:
-        with ws:
-            body(r, ws, binary, uuids)
-    except BaseException as e:
-        r.error("test raised", e)
-        traceback.print_exc()
-    remove_lock_files(uuids)
-    left = ws.leaks()
-    r.check("cleanup: no mounts, loop devices or temp dirs left", left == [], "; ".join(left))
-    return r.finish()
+    return run_test(PROG, "snapdedupe-btrbk", lambda r, ws: body(r, ws, binary, uuids),
+                    after=lambda: remove_lock_files(uuids))
 
 
 def body(r, ws, binary, uuids):

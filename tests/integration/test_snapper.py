@@ -24,12 +24,11 @@ import random
 import subprocess
 import sys
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from btrfs_fixture import (  # noqa: E402
-    MiB, Results, Workspace, check_binary_arg, common_argparser, require_root, run_tool, sh,
+    MiB, check_binary_arg, common_argparser, require_root, run_parts, run_test, run_tool, sh,
     subvol_create, subvol_snapshot)
 from snapper_flow import (  # noqa: E402
     PluginInstall, encode_subvolume, fs_uuid, jget, lock_file, queue_entries, queue_leftovers,
@@ -241,28 +240,14 @@ def part_queue_and_lock(r, ws, binary):
 
 
 def main():
-    ap = common_argparser(__doc__)
-    args = ap.parse_args()
+    args = common_argparser(__doc__).parse_args()
     require_root(PROG)
     binary = check_binary_arg(args, PROG)
-    r = Results(PROG)
-    ws = Workspace("snapdedupe-snapper")
-    try:
-        with ws:
-            for part in (lambda: part_plugin(r, ws), lambda: part_snapper(r, ws, binary),
-                         lambda: part_queue_and_lock(r, ws, binary)):
-                try:
-                    part()
-                except Exception as e:  # one part failing must not hide the others
-                    r.error("part raised", e)
-                    traceback.print_exc()
-    except BaseException as e:
-        r.error("test raised", e)
-        traceback.print_exc()
-    remove_lock_files(u for u in USED_FS if u)
-    left = ws.leaks()
-    r.check("cleanup: no mounts, loop devices or temp dirs left", left == [], "; ".join(left))
-    return r.finish()
+    return run_test(PROG, "snapdedupe-snapper", lambda r, ws: run_parts(r, [
+        ("part_plugin", lambda: part_plugin(r, ws)),
+        ("part_snapper", lambda: part_snapper(r, ws, binary)),
+        ("part_queue_and_lock", lambda: part_queue_and_lock(r, ws, binary))]),
+        after=lambda: remove_lock_files(u for u in USED_FS if u))
 
 
 if __name__ == "__main__":
