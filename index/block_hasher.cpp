@@ -1,8 +1,10 @@
 #include "index/block_hasher.h"
 
+#include "index/extent_items.h"
 #include "snapshots/sys_error.h"
 
 #include <linux/fiemap.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -61,6 +63,15 @@ std::vector<DataBlock> dedupable_blocks(int fd, uint64_t file_size, const std::v
     uint64_t first = starts.front();
     uint64_t last_end = std::min(file_size, starts.back() + kBlockSize);
     std::vector<FileExtent> extents = file_extents(fd, first, last_end - first, name);
+    // Compressed extents need their file extent items for an exact key (see below).
+    std::vector<FileExtentItem> items;
+    bool any_compressed = std::any_of(extents.begin(), extents.end(),
+                                      [](const FileExtent& e) { return e.flags & FIEMAP_EXTENT_ENCODED; });
+    if (any_compressed) {
+        struct stat st;
+        check_sys(::fstat(fd, &st), "stat", name);
+        items = file_extent_items(fd, 0, st.st_ino, extents.front().logical, last_end - 1);
+    }
 
     std::vector<DataBlock> blocks;
     auto it = extents.begin();
@@ -79,10 +90,14 @@ std::vector<DataBlock> dedupable_blocks(int fd, uint64_t file_size, const std::v
         b.map_start = it->logical;
         uint64_t delta = start - it->logical;
         if (b.compressed) {
-            // Bytes inside a compressed extent have no disk address: key by the extent and
-            // the offset within the data this file sees of it.
-            b.key = {it->physical, delta};
-            b.extent_address = it->physical;
+            // Bytes inside a compressed extent have no disk address: key by the extent and the
+            // offset in its uncompressed data, from the file extent item holding the block.
+            auto item = std::find_if(items.rbegin(), items.rend(),
+                                     [&](const FileExtentItem& i) { return i.file_offset <= start; });
+            if (item == items.rend() || item->disk_bytenr == 0 || start >= item->file_offset + item->num_bytes)
+                continue;
+            b.key = {item->disk_bytenr, item->extent_offset + (start - item->file_offset)};
+            b.extent_address = item->disk_bytenr;
         } else {
             b.key = {it->physical + delta, 0};
             b.extent_address = it->physical + delta;

@@ -1,6 +1,7 @@
 // Typed wrappers over the btrfs ioctls the deduper needs, with errors that carry errno.
 #pragma once
 
+#include "index/extent_items.h"
 #include "snapshots/unique_fd.h"
 
 #include <cstdint>
@@ -21,7 +22,9 @@ struct ExtentRef {
 // sees the byte at `logical`. With it (BTRFS_LOGICAL_INO_ARGS_IGNORE_OFFSET, needed for
 // compressed extents), every ref to the extent, with file_offset the start of the file's
 // extent item.
-std::vector<ExtentRef> logical_ino(int fs_fd, uint64_t logical, bool whole_extent);
+// `complete` (if given) is false when there were more references than the largest buffer
+// (16 MiB) holds: the list is then partial.
+std::vector<ExtentRef> logical_ino(int fs_fd, uint64_t logical, bool whole_extent, bool* complete = nullptr);
 
 struct InodeInfo {
     uint64_t generation = 0;
@@ -53,23 +56,6 @@ UniqueFd open_by_handle(int mount_fd, const InodeHandle& handle);
 bool subvolume_is_read_only(int fs_fd, uint64_t root);
 // The level of a subvolume's tree root (0: the root is a leaf), from its ROOT_ITEM.
 uint32_t subvolume_tree_level(int fs_fd, uint64_t root);
-
-// One EXTENT_DATA item: file bytes [file_offset, file_offset + num_bytes) are bytes
-// [extent_offset, extent_offset + num_bytes) of the (uncompressed) data of the extent at
-// disk_bytenr. The extent is freed only when no item references any part of it.
-struct FileExtentItem {
-    uint64_t file_offset = 0;
-    uint8_t type = 0;        // BTRFS_FILE_EXTENT_{INLINE,REG,PREALLOC}
-    uint8_t compression = 0;
-    uint64_t disk_bytenr = 0; // 0: a hole
-    uint64_t disk_num_bytes = 0;
-    uint64_t extent_offset = 0;
-    uint64_t num_bytes = 0;
-};
-// The items of (root, inode) whose file offsets lie in [min_offset, max_offset], in order
-// (BTRFS_IOC_TREE_SEARCH_V2 on the subvolume's tree).
-std::vector<FileExtentItem> file_extent_items(int fs_fd, uint64_t root, uint64_t inode, uint64_t min_offset,
-                                              uint64_t max_offset);
 
 // Metadata block size and how many copies the metadata profile keeps (DUP: 2), and the data
 // sector size (extents hold whole sectors, so a file's tail fills out its last one).

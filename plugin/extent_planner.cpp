@@ -1,11 +1,13 @@
 #include "plugin/extent_planner.h"
 
 #include "plugin/deduper.h"
+#include "snapshots/sys_error.h"
 
 #include <linux/btrfs_tree.h>
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
 
 namespace snapdedupe {
 
@@ -34,7 +36,7 @@ struct ExtentPlanner::Candidate {
     bool onto_itself = false; // a keeper lies in this very extent
     std::vector<Piece> pieces;
     std::vector<size_t> blocks;
-    InodeHandle primary_file;
+    std::set<InodeHandle> primary_files; // the processed snapshot's files holding it
     uint64_t duplicate_bytes = 0;
 };
 
@@ -110,7 +112,7 @@ void ExtentPlanner::add_block_pieces(const DuplicateBlock& d, size_t index, cons
         Candidate& c = candidates[item.disk_bytenr];
         c.disk_bytenr = item.disk_bytenr;
         c.disk_bytes = item.disk_num_bytes;
-        c.primary_file = d.file;
+        c.primary_files.insert(d.file);
         Piece p;
         p.extent_offset = item.extent_offset + (o0 - item.file_offset);
         p.length = o1 - o0;
@@ -132,17 +134,29 @@ void ExtentPlanner::add_block_pieces(const DuplicateBlock& d, size_t index, cons
 bool ExtentPlanner::read_references(const Candidate& c, std::vector<Reference>& refs, bool& writable)
 {
     writable = false;
-    for (const ExtentRef& r : logical_ino(fs_fd_, c.disk_bytenr, true)) {
-        Reference ref;
-        if (!regular_file(r.root, r.inode, ref.file))
+    try {
+        bool complete = true;
+        for (const ExtentRef& r : logical_ino(fs_fd_, c.disk_bytenr, true, &complete)) {
+            Reference ref;
+            if (!regular_file(r.root, r.inode, ref.file))
+                return false;
+            std::vector<FileExtentItem> items =
+                file_extent_items(fs_fd_, r.root, r.inode, r.file_offset, r.file_offset);
+            if (items.size() != 1 || items[0].disk_bytenr != c.disk_bytenr)
+                return false;
+            ref.item = items[0];
+            ref.writable = !read_only(r.root);
+            writable = writable || ref.writable;
+            refs.push_back(ref);
+        }
+        if (!complete)
+            return false; // more references than the kernel would list: the extent's fate is unknown
+    } catch (const SysError& e) {
+        // A subvolume deleted but not yet cleaned up still shows in LOGICAL_INO while its
+        // tree no longer answers: leave this extent for a later run, go on with the others.
+        if (e.err() == ENOENT || e.err() == ESTALE)
             return false;
-        std::vector<FileExtentItem> items = file_extent_items(fs_fd_, r.root, r.inode, r.file_offset, r.file_offset);
-        if (items.size() != 1 || items[0].disk_bytenr != c.disk_bytenr)
-            return false;
-        ref.item = items[0];
-        ref.writable = !read_only(r.root);
-        writable = writable || ref.writable;
-        refs.push_back(ref);
+        throw;
     }
     return !refs.empty();
 }
@@ -200,11 +214,13 @@ void ExtentPlanner::add_moves(const Candidate& cand, const std::vector<Reference
     for (const Reference& r : refs) {
         const uint64_t r0 = r.item.extent_offset;
         const uint64_t r1 = r0 + r.item.num_bytes;
+        uint64_t done = r0; // pieces are in extent order; two may cover the same bytes
         for (const Piece& p : cand.pieces) {
-            uint64_t x0 = std::max(r0, p.extent_offset);
+            uint64_t x0 = std::max(done, p.extent_offset);
             uint64_t x1 = std::min(r1, p.extent_offset + p.length);
             if (x0 >= x1)
                 continue;
+            done = x1;
             PlannedMove m;
             m.dst = r.file;
             m.dst_offset = r.item.file_offset + (x0 - r0);
@@ -213,7 +229,7 @@ void ExtentPlanner::add_moves(const Candidate& cand, const std::vector<Reference
             m.keeper_key = p.keeper_key;
             m.length = x1 - x0;
             m.extent = index;
-            m.primary = r.file == cand.primary_file;
+            m.primary = cand.primary_files.count(r.file) > 0;
             m.writable = r.writable;
             plan.moves.push_back(m);
         }

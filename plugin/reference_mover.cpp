@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <map>
-#include <set>
 #include <tuple>
 
 namespace snapdedupe {
@@ -34,8 +33,8 @@ std::vector<PlannedMove> merge_adjacent(std::vector<PlannedMove> moves)
     return merged;
 }
 
-// For each busy extent, a reference none of whose moves happened (its subvolume is the one
-// being sent), with those moves. A reference that did move now points at the keeper, so a
+// For each busy extent, the references none of whose moves happened (their subvolume is the
+// one being sent), with those moves. A reference that did move now points at the keeper, so a
 // retry could not find the extent through it.
 std::vector<DeferredMove> busy_moves(const std::vector<PlannedMove>& moves, const std::vector<DedupeResult>& results,
                                      const std::vector<bool>& extent_busy)
@@ -50,10 +49,10 @@ std::vector<DeferredMove> busy_moves(const std::vector<PlannedMove>& moves, cons
         if (!fresh)
             it->second = it->second && none;
     }
+    // Every such reference: each may hold a different part of the extent.
     std::vector<DeferredMove> out;
-    std::set<size_t> chosen;
     for (const auto& [key, none] : untouched) {
-        if (!none || !chosen.insert(key.first).second)
+        if (!none)
             continue;
         for (const PlannedMove& m : moves) {
             if (m.extent != key.first || !(m.dst == key.second))

@@ -13,7 +13,7 @@ namespace snapdedupe {
 struct MoveOutcome {
     std::vector<bool> moved; // per duplicate block: every extent holding it was freed
     std::vector<bool> extent_busy;        // per planned extent: some reference was busy (EAGAIN)
-    std::vector<DeferredMove> busy_moves; // per busy extent, the moves of one reference that did
+    std::vector<DeferredMove> busy_moves; // per busy extent, the moves of the references that did
                                           // not move at all: what a retry starts from
     DedupeCounters counters;       // busy extents are left to the caller to count
 };
@@ -24,8 +24,8 @@ public:
     explicit ReferenceMover(int fs_fd) : fs_fd_(fs_fd) {}
 
     // `duplicate_count`: the number of duplicate blocks the plan was made from.
-    // `busy_retries`: how often a range that is EAGAIN (a send reads its root) is retried
-    // before its extent is reported busy: few during the run, more at its end.
+    // `busy_retries`: how often a range that is EAGAIN (a send reads its root) is retried in
+    // place before its extent is reported busy (the run passes 0 and retries whole extents).
     MoveOutcome execute(const ExtentPlan& plan, size_t duplicate_count, int busy_retries);
 
 private:

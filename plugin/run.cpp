@@ -72,12 +72,18 @@ bool file_exists(const std::string& path)
     return ::stat(path.c_str(), &st) == 0;
 }
 
+uint64_t file_size(const std::string& path)
+{
+    struct stat st;
+    return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+}
+
 // The index of one filesystem. A dry run never writes it: it works inside one transaction
 // that is rolled back, on an in-memory database when there is no index yet.
 std::unique_ptr<Database> open_index(const std::string& path, bool dry_run)
 {
     bool exists = file_exists(path);
-    if (dry_run && !exists)
+    if (dry_run && (!exists || file_size(path) == 0)) // an empty file would get our schema
         return std::make_unique<Database>(":memory:", true);
     if (!exists && path.rfind(std::string(kDefaultIndexDir) + "/", 0) == 0)
         if (::mkdir(kDefaultIndexDir, 0700) != 0 && errno != EEXIST)

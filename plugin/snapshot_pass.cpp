@@ -78,16 +78,22 @@ SnapshotPass::SnapshotPass(int fs_fd, BlockIndex& index, MetadataGeometry geomet
 
 std::optional<IndexedBlock> SnapshotPass::find_keeper(uint64_t hash, const DataBlock& block)
 {
-    for (const IndexedBlock& copy : index_.find_copies(hash, block.length, block.key)) {
-        InodeHandle h{copy.where.root, copy.where.inode, copy.where.inode_gen};
-        auto it = opens_.find(h);
-        if (it == opens_.end())
-            it = opens_.emplace(h, open_by_handle(fs_fd_, h).valid()).first;
-        if (it->second)
-            return copy;
-        index_.forget_block(copy.id); // its snapshot is gone
+    // Copies come a few at a time, oldest first; those that no longer open are forgotten, so
+    // each round sees the next ones.
+    for (;;) {
+        std::vector<IndexedBlock> copies = index_.find_copies(hash, block.length, block.key);
+        if (copies.empty())
+            return std::nullopt;
+        for (const IndexedBlock& copy : copies) {
+            InodeHandle h{copy.where.root, copy.where.inode, copy.where.inode_gen};
+            auto it = opens_.find(h);
+            if (it == opens_.end())
+                it = opens_.emplace(h, open_by_handle(fs_fd_, h).valid()).first;
+            if (it->second)
+                return copy;
+            index_.forget_block(copy.id); // its snapshot is gone
+        }
     }
-    return std::nullopt;
 }
 
 void SnapshotPass::scan_file(int snapshot_fd, const std::string& name, const FileChange& change,
