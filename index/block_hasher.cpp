@@ -9,6 +9,7 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <iterator>
 #include <cerrno>
 #include <stdexcept>
 
@@ -63,15 +64,12 @@ std::vector<DataBlock> dedupable_blocks(int fd, uint64_t file_size, const std::v
     uint64_t first = starts.front();
     uint64_t last_end = std::min(file_size, starts.back() + kBlockSize);
     std::vector<FileExtent> extents = file_extents(fd, first, last_end - first, name);
-    // Compressed extents need their file extent items for an exact key (see below).
-    std::vector<FileExtentItem> items;
-    bool any_compressed = std::any_of(extents.begin(), extents.end(),
-                                      [](const FileExtent& e) { return e.flags & FIEMAP_EXTENT_ENCODED; });
-    if (any_compressed) {
-        struct stat st;
-        check_sys(::fstat(fd, &st), "stat", name);
-        items = file_extent_items(fd, 0, st.st_ino, extents.front().logical, last_end - 1);
-    }
+    // The file extent items give each block's extent generation, and for compressed extents
+    // the exact key (see below): one tree search per file.
+    struct stat st;
+    check_sys(::fstat(fd, &st), "stat", name);
+    uint64_t items_from = extents.empty() ? first : std::min(first, extents.front().logical);
+    std::vector<FileExtentItem> items = file_extent_items(fd, 0, st.st_ino, items_from, last_end - 1);
 
     std::vector<DataBlock> blocks;
     auto it = extents.begin();
@@ -89,19 +87,24 @@ std::vector<DataBlock> dedupable_blocks(int fd, uint64_t file_size, const std::v
         b.compressed = (it->flags & FIEMAP_EXTENT_ENCODED) != 0;
         b.map_start = it->logical;
         uint64_t delta = start - it->logical;
+        // The item holding `start`: the last one that begins at or before it.
+        auto after = std::upper_bound(items.begin(), items.end(), start,
+                                      [](uint64_t pos, const FileExtentItem& i) { return pos < i.file_offset; });
+        if (after == items.begin())
+            continue;
+        const FileExtentItem* item = &*std::prev(after);
+        if (item->disk_bytenr == 0 || start >= item->file_offset + item->num_bytes)
+            continue; // the tree and FIEMAP disagree (the file changed under us): skip it
         if (b.compressed) {
             // Bytes inside a compressed extent have no disk address: key by the extent and the
             // offset in its uncompressed data, from the file extent item holding the block.
-            auto item = std::find_if(items.rbegin(), items.rend(),
-                                     [&](const FileExtentItem& i) { return i.file_offset <= start; });
-            if (item == items.rend() || item->disk_bytenr == 0 || start >= item->file_offset + item->num_bytes)
-                continue;
             b.key = {item->disk_bytenr, item->extent_offset + (start - item->file_offset)};
             b.extent_address = item->disk_bytenr;
         } else {
             b.key = {it->physical + delta, 0};
             b.extent_address = it->physical + delta;
         }
+        b.key.generation = item->generation;
         blocks.push_back(b);
     }
     return blocks;

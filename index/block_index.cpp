@@ -27,6 +27,7 @@ CREATE TABLE blocks (
     inode         INTEGER NOT NULL,
     inode_gen     INTEGER NOT NULL,
     file_offset   INTEGER NOT NULL,
+    extent_gen    INTEGER NOT NULL,        -- transaction that wrote the extent: tells reuse of an address
     UNIQUE (extent, extent_offset)
 );
 CREATE INDEX blocks_by_hash ON blocks (hash, length);
@@ -73,12 +74,13 @@ std::string join_paths(const std::vector<std::string>& paths)
 BlockIndex::BlockIndex(Database& db)
     : db_(prepared(db)),
       knows_snapshot_(db.prepare("SELECT 1 FROM snapshots WHERE uuid = ?1")),
-      knows_block_(db.prepare("SELECT 1 FROM blocks WHERE extent = ?1 AND extent_offset = ?2")),
-      find_copies_(db.prepare("SELECT id, extent, extent_offset, length, hash, root_id, inode, inode_gen, file_offset "
+      knows_block_(db.prepare("SELECT id, extent_gen FROM blocks WHERE extent = ?1 AND extent_offset = ?2")),
+      find_copies_(db.prepare("SELECT id, extent, extent_offset, length, hash, root_id, inode, inode_gen, file_offset, "
+                              "extent_gen "
                               "FROM blocks WHERE hash = ?1 AND length = ?2 AND NOT (extent = ?3 AND extent_offset = ?4) "
                               "ORDER BY id LIMIT ?5")),
-      add_block_(db.prepare("INSERT OR IGNORE INTO blocks (extent, extent_offset, length, hash, root_id, inode, "
-                            "inode_gen, file_offset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")),
+      add_block_(db.prepare("INSERT OR REPLACE INTO blocks (extent, extent_offset, length, hash, root_id, inode, "
+                            "inode_gen, file_offset, extent_gen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")),
       forget_block_(db.prepare("DELETE FROM blocks WHERE id = ?1"))
 {
 }
@@ -96,9 +98,14 @@ bool BlockIndex::knows_block(const BlockKey& key)
 {
     knows_block_.reset();
     knows_block_.bind(1, key.extent).bind(2, key.extent_offset);
-    bool found = knows_block_.step();
+    if (!knows_block_.step())
+        return false;
+    int64_t id = knows_block_.int64(0);
+    bool same = static_cast<uint64_t>(knows_block_.int64(1)) == key.generation;
     knows_block_.reset();
-    return found;
+    if (!same)
+        forget_block(id); // the address was freed and reused since
+    return same;
 }
 
 std::vector<IndexedBlock> BlockIndex::find_copies(uint64_t hash, uint64_t length, const BlockKey& key, int limit)
@@ -109,7 +116,8 @@ std::vector<IndexedBlock> BlockIndex::find_copies(uint64_t hash, uint64_t length
     while (find_copies_.step()) {
         IndexedBlock b;
         b.id = find_copies_.int64(0);
-        b.key = {static_cast<uint64_t>(find_copies_.int64(1)), static_cast<uint64_t>(find_copies_.int64(2))};
+        b.key = {static_cast<uint64_t>(find_copies_.int64(1)), static_cast<uint64_t>(find_copies_.int64(2)),
+                 static_cast<uint64_t>(find_copies_.int64(9))};
         b.length = static_cast<uint64_t>(find_copies_.int64(3));
         b.hash = static_cast<uint64_t>(find_copies_.int64(4));
         b.where = {static_cast<uint64_t>(find_copies_.int64(5)), static_cast<uint64_t>(find_copies_.int64(6)),
@@ -124,6 +132,7 @@ void BlockIndex::add_block(const BlockKey& key, uint64_t length, uint64_t hash, 
     add_block_.reset();
     add_block_.bind(1, key.extent).bind(2, key.extent_offset).bind(3, length).bind(4, hash);
     add_block_.bind(5, where.root).bind(6, where.inode).bind(7, where.inode_gen).bind(8, where.file_offset);
+    add_block_.bind(9, key.generation);
     add_block_.run();
 }
 
@@ -217,15 +226,15 @@ std::vector<ProcessedSnapshot> BlockIndex::snapshots()
 
 std::vector<IndexedBlock> BlockIndex::blocks_in_root(uint64_t root)
 {
-    Statement st = db_.prepare("SELECT id, extent, extent_offset, length, hash, root_id, inode, inode_gen, file_offset "
-                               "FROM blocks WHERE root_id = ?1 ORDER BY inode, inode_gen, file_offset");
+    Statement st = db_.prepare("SELECT id, extent, extent_offset, length, hash, root_id, inode, inode_gen, file_offset, "
+                               "extent_gen FROM blocks WHERE root_id = ?1 ORDER BY inode, inode_gen, file_offset");
     st.bind(1, root);
     std::vector<IndexedBlock> out;
     auto u = [&](int col) { return static_cast<uint64_t>(st.int64(col)); };
     while (st.step()) {
         IndexedBlock b;
         b.id = st.int64(0);
-        b.key = {u(1), u(2)};
+        b.key = {u(1), u(2), u(9)};
         b.length = u(3);
         b.hash = u(4);
         b.where = {u(5), u(6), u(7), u(8)};

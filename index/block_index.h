@@ -25,6 +25,10 @@ struct BlockKey {
     uint64_t extent = 0;
     // ... and the block's offset in the extent's uncompressed data; 0 for plain extents.
     uint64_t extent_offset = 0;
+    // The transaction that wrote the extent, from the file extent item (reflinks and dedupes
+    // keep it). A disk address that is freed and reused for new data gets a new one, so a
+    // stale key is recognised instead of hiding the new data.
+    uint64_t generation = 0;
     bool operator==(const BlockKey&) const = default;
 };
 
@@ -79,6 +83,8 @@ public:
     explicit BlockIndex(Database& db);
 
     bool knows_snapshot(const std::string& uuid);
+    // True if a block with this key (generation included) is indexed; a row at the same address
+    // from an older generation is stale: it is dropped and the answer is false.
     bool knows_block(const BlockKey& key);
     // Indexed blocks with these bytes (same hash and length) not at `key`, oldest first.
     std::vector<IndexedBlock> find_copies(uint64_t hash, uint64_t length, const BlockKey& key, int limit = 4);

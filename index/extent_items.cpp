@@ -60,6 +60,7 @@ std::vector<FileExtentItem> file_extent_items(int fs_fd, uint64_t root, uint64_t
                 continue;
             FileExtentItem e;
             e.file_offset = hdr.offset;
+            e.generation = read_le<uint64_t>(item + offsetof(btrfs_file_extent_item, generation));
             e.type = item[offsetof(btrfs_file_extent_item, type)];
             e.compression = item[offsetof(btrfs_file_extent_item, compression)];
             if (e.type != BTRFS_FILE_EXTENT_INLINE && hdr.len >= sizeof(btrfs_file_extent_item)) {

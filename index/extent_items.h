@@ -13,6 +13,7 @@ namespace snapdedupe {
 // disk_bytenr. The extent is freed only when no item references any part of it.
 struct FileExtentItem {
     uint64_t file_offset = 0;
+    uint64_t generation = 0; // the transaction that wrote the extent
     uint8_t type = 0;        // BTRFS_FILE_EXTENT_{INLINE,REG,PREALLOC}
     uint8_t compression = 0;
     uint64_t disk_bytenr = 0; // 0: a hole
