@@ -5,14 +5,10 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
-#include <thread>
 
 namespace snapdedupe {
 
 namespace {
-
-constexpr int kFirstBusyDelayMs = 50;
 
 struct Pending {
     size_t target;     // index into targets/results
@@ -42,14 +38,13 @@ int dedupe_call(int src_fd, uint64_t src_offset, uint64_t pos, uint64_t len, con
 } // namespace
 
 std::vector<DedupeResult> dedupe_onto(int src_fd, uint64_t src_offset, uint64_t length,
-                                      const std::vector<DedupeTarget>& targets, int busy_retries)
+                                      const std::vector<DedupeTarget>& targets)
 {
     std::vector<DedupeResult> results(targets.size());
     std::vector<Pending> pending;
     for (size_t i = 0; i < targets.size(); ++i)
         pending.push_back({i, 0});
 
-    int busy_round = 0;
     while (!pending.empty()) {
         // Targets at the same position go together; partial progress splits them apart.
         std::sort(pending.begin(), pending.end(),
@@ -65,7 +60,6 @@ std::vector<DedupeResult> dedupe_onto(int src_fd, uint64_t src_offset, uint64_t 
 
         std::vector<file_dedupe_range_info> infos;
         int call_err = dedupe_call(src_fd, src_offset, pos, len, targets, batch, infos);
-        bool busy = false;
         std::vector<Pending> next;
         for (size_t i = 0; i < batch.size(); ++i) {
             size_t t = batch[i];
@@ -73,10 +67,7 @@ std::vector<DedupeResult> dedupe_onto(int src_fd, uint64_t src_offset, uint64_t 
             uint64_t done = call_err ? 0 : infos[i].bytes_deduped;
             if (status == FILE_DEDUPE_RANGE_DIFFERS) {
                 results[t].differs += length - pos;
-            } else if (status == -EAGAIN && busy_round < busy_retries) {
-                busy = true;
-                next.push_back({t, pos});
-            } else if (status < 0) {
+            } else if (status < 0) { // EAGAIN too: the caller retries whole extents later
                 results[t].error = -status;
             } else if (done == 0) {
                 results[t].error = EINVAL; // no progress: the kernel will not share this range
@@ -91,10 +82,6 @@ std::vector<DedupeResult> dedupe_onto(int src_fd, uint64_t src_offset, uint64_t 
             if (std::find(batch.begin(), batch.end(), p.target) == batch.end())
                 next.push_back(p);
         pending = std::move(next);
-        if (busy) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(kFirstBusyDelayMs << busy_round));
-            ++busy_round;
-        }
     }
     return results;
 }

@@ -28,9 +28,10 @@ constexpr size_t kMaxTargetsPerCall = 120;
 constexpr uint64_t kMaxBytesPerCall = 16 * 1024 * 1024;
 
 // Shares [src_offset, src_offset + length) of `src_fd` into each target at its offset.
-// One result per target, in order. Partial progress is continued; EAGAIN (a send is reading
-// the root) is retried `busy_retries` times with doubling delays from 50 ms.
+// One result per target, in order. Partial progress is continued. EAGAIN (a send is reading
+// the root) is returned as the target's error: a send holds its root for long, so the run
+// defers the whole extent instead of waiting here.
 std::vector<DedupeResult> dedupe_onto(int src_fd, uint64_t src_offset, uint64_t length,
-                                      const std::vector<DedupeTarget>& targets, int busy_retries);
+                                      const std::vector<DedupeTarget>& targets);
 
 } // namespace snapdedupe

@@ -69,7 +69,7 @@ std::vector<DeferredMove> busy_moves(const std::vector<PlannedMove>& moves, cons
 } // namespace
 
 void ReferenceMover::run_moves(const std::vector<PlannedMove>& moves, const std::vector<size_t>& selected,
-                               std::vector<DedupeResult>& results, int busy_retries)
+                               std::vector<DedupeResult>& results)
 {
     // One ioctl serves every reference that takes the same source range: the snapshots of a
     // lineage usually hold one extent at the same offsets. Groups are visited in source
@@ -105,13 +105,13 @@ void ReferenceMover::run_moves(const std::vector<PlannedMove>& moves, const std:
             targets.push_back({it->second.get(), moves[i].dst_offset});
             target_moves.push_back(i);
         }
-        std::vector<DedupeResult> done = dedupe_onto(src.get(), src_offset, length, targets, busy_retries);
+        std::vector<DedupeResult> done = dedupe_onto(src.get(), src_offset, length, targets);
         for (size_t t = 0; t < done.size(); ++t)
             results[target_moves[t]] = done[t];
     }
 }
 
-MoveOutcome ReferenceMover::execute(const ExtentPlan& plan, size_t duplicate_count, int busy_retries)
+MoveOutcome ReferenceMover::execute(const ExtentPlan& plan, size_t duplicate_count)
 {
     std::vector<PlannedMove> moves = merge_adjacent(plan.moves);
     std::vector<DedupeResult> results(moves.size());
@@ -123,13 +123,13 @@ MoveOutcome ReferenceMover::execute(const ExtentPlan& plan, size_t duplicate_cou
     std::vector<size_t> read_only_moves, writable_moves;
     for (size_t i = 0; i < moves.size(); ++i)
         (moves[i].writable ? writable_moves : read_only_moves).push_back(i);
-    run_moves(moves, read_only_moves, results, busy_retries);
+    run_moves(moves, read_only_moves, results);
     std::vector<bool> read_only_done(plan.extents.size(), true);
     for (size_t i : read_only_moves)
         if (results[i].deduped != moves[i].length)
             read_only_done[moves[i].extent] = false;
     std::erase_if(writable_moves, [&](size_t i) { return !read_only_done[moves[i].extent]; });
-    run_moves(moves, writable_moves, results, busy_retries);
+    run_moves(moves, writable_moves, results);
 
     MoveOutcome outcome;
     DedupeCounters& c = outcome.counters;

@@ -24,13 +24,11 @@ public:
     explicit ReferenceMover(int fs_fd) : fs_fd_(fs_fd) {}
 
     // `duplicate_count`: the number of duplicate blocks the plan was made from.
-    // `busy_retries`: how often a range that is EAGAIN (a send reads its root) is retried in
-    // place before its extent is reported busy (the run passes 0 and retries whole extents).
-    MoveOutcome execute(const ExtentPlan& plan, size_t duplicate_count, int busy_retries);
+    MoveOutcome execute(const ExtentPlan& plan, size_t duplicate_count);
 
 private:
     void run_moves(const std::vector<PlannedMove>& moves, const std::vector<size_t>& selected,
-                   std::vector<DedupeResult>& results, int busy_retries);
+                   std::vector<DedupeResult>& results);
 
     int fs_fd_;
 };

@@ -54,7 +54,6 @@ std::vector<FileRange> to_file_ranges(const std::vector<ByteRange>& ranges)
 // EAGAIN means a `btrfs send` is reading a root, usually for longer than a short wait: the
 // extent is deferred at once to the end of the run, which retries everything still busy
 // within this budget, and then leaves it for the next run.
-constexpr int kBusyRetriesDuringRun = 0;
 constexpr std::chrono::seconds kBusyBudget{15};
 // About 1 GiB of duplicate blocks (at kBlockSize): the batch's plan stays small in memory.
 constexpr size_t kDuplicatesPerBatch = 8192;
@@ -128,7 +127,7 @@ void SnapshotPass::scan_file(int snapshot_fd, const std::string& name, const Fil
 }
 
 DedupeCounters SnapshotPass::dedupe(const std::vector<DuplicateBlock>& duplicates,
-                                    std::vector<PlannedExtentReport>* plan_out, int busy_retries, bool index_unmoved)
+                                    std::vector<PlannedExtentReport>* plan_out, bool index_unmoved)
 {
     ExtentPlan plan = planner_.plan(duplicates);
     DedupeCounters counters = plan.counters;
@@ -142,7 +141,7 @@ DedupeCounters SnapshotPass::dedupe(const std::vector<DuplicateBlock>& duplicate
             plan_out->push_back({e.disk_bytenr, e.disk_bytes, e.references, e.metadata_cost, e.writable});
     } else if (!plan.moves.empty()) {
         wait_for_test_seam();
-        MoveOutcome outcome = mover_.execute(plan, duplicates.size(), busy_retries);
+        MoveOutcome outcome = mover_.execute(plan, duplicates.size());
         counters.add(outcome.counters);
         moved = outcome.moved;
         // A busy extent is planned again when it is retried: count it then, not twice.
@@ -193,7 +192,7 @@ std::vector<DuplicateBlock> SnapshotPass::load_deferred()
 DedupeCounters SnapshotPass::dedupe_during_run(const std::vector<DuplicateBlock>& duplicates, SnapshotReport& report)
 {
     DedupeCounters counters =
-        dedupe(duplicates, policy_.dry_run ? &report.plan : nullptr, kBusyRetriesDuringRun, true);
+        dedupe(duplicates, policy_.dry_run ? &report.plan : nullptr, true);
     counters.busy_deferred = 0; // deferred to the end of the run, counted there if still busy
     return counters;
 }
@@ -211,7 +210,7 @@ DedupeCounters SnapshotPass::retry_deferred()
         std::vector<DuplicateBlock> duplicates = load_deferred();
         if (duplicates.empty())
             break;
-        DedupeCounters round = dedupe(duplicates, nullptr, 0, false); // not blocks: nothing to index
+        DedupeCounters round = dedupe(duplicates, nullptr, false); // not blocks: nothing to index
         round.duplicate_bytes = 0; // counted when they were found
         bool last = round.busy_deferred == 0 || std::chrono::steady_clock::now() + pause > deadline;
         if (!last)

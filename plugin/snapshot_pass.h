@@ -42,7 +42,7 @@ private:
     // Counts busy extents in busy_deferred and takes them out of the plan's predictions;
     // `index_unmoved`: record the duplicates that stayed as locations of their bytes.
     DedupeCounters dedupe(const std::vector<DuplicateBlock>& duplicates, std::vector<PlannedExtentReport>* plan_out,
-                          int busy_retries, bool index_unmoved);
+                          bool index_unmoved);
     DedupeCounters dedupe_during_run(const std::vector<DuplicateBlock>& duplicates, SnapshotReport& report);
     // The deferred moves whose reference and keeper still open, as duplicates to plan again;
     // removed from the index.
