@@ -54,6 +54,23 @@ uint32_t copies_of(uint64_t flags)
     return 1;
 }
 
+// The filesystem's space infos (one per block group type and profile), without the global
+// reserve, which is not space in use. Asked twice: once for the count, once for the data.
+std::vector<btrfs_ioctl_space_info> space_infos(int fs_fd, const std::string& name)
+{
+    btrfs_ioctl_space_args probe{};
+    check_sys(::ioctl(fs_fd, BTRFS_IOC_SPACE_INFO, &probe), "reading space info of", name);
+    std::vector<uint8_t> buf(sizeof(btrfs_ioctl_space_args) + probe.total_spaces * sizeof(btrfs_ioctl_space_info));
+    auto* args = reinterpret_cast<btrfs_ioctl_space_args*>(buf.data());
+    args->space_slots = probe.total_spaces;
+    check_sys(::ioctl(fs_fd, BTRFS_IOC_SPACE_INFO, args), "reading space info of", name);
+    std::vector<btrfs_ioctl_space_info> out;
+    for (uint64_t i = 0; i < args->total_spaces; ++i)
+        if (!(args->spaces[i].flags & BTRFS_SPACE_INFO_GLOBAL_RSV))
+            out.push_back(args->spaces[i]);
+    return out;
+}
+
 } // namespace
 
 std::vector<ExtentRef> logical_ino(int fs_fd, uint64_t logical, bool whole_extent, bool* complete)
@@ -169,15 +186,9 @@ MetadataGeometry metadata_geometry(int fs_fd, const std::string& name)
     check_sys(::ioctl(fs_fd, BTRFS_IOC_FS_INFO, &info), "reading filesystem info of", name);
     g.nodesize = info.nodesize;
     g.sectorsize = info.sectorsize;
-    btrfs_ioctl_space_args probe{};
-    check_sys(::ioctl(fs_fd, BTRFS_IOC_SPACE_INFO, &probe), "reading space info of", name);
-    std::vector<uint8_t> buf(sizeof(btrfs_ioctl_space_args) + probe.total_spaces * sizeof(btrfs_ioctl_space_info));
-    auto* args = reinterpret_cast<btrfs_ioctl_space_args*>(buf.data());
-    args->space_slots = probe.total_spaces;
-    check_sys(::ioctl(fs_fd, BTRFS_IOC_SPACE_INFO, args), "reading space info of", name);
-    for (uint64_t i = 0; i < args->total_spaces; ++i)
-        if ((args->spaces[i].flags & BTRFS_BLOCK_GROUP_METADATA) && !(args->spaces[i].flags & BTRFS_SPACE_INFO_GLOBAL_RSV))
-            g.copies = std::max(g.copies, copies_of(args->spaces[i].flags));
+    for (const btrfs_ioctl_space_info& s : space_infos(fs_fd, name))
+        if (s.flags & BTRFS_BLOCK_GROUP_METADATA)
+            g.copies = std::max(g.copies, copies_of(s.flags));
     return g;
 }
 
@@ -209,19 +220,8 @@ SpaceUsage space_usage(int fs_fd, const std::string& name)
     sync_filesystem(fs_fd, name);
     sync_filesystem(fs_fd, name);
 
-    btrfs_ioctl_space_args probe{};
-    check_sys(::ioctl(fs_fd, BTRFS_IOC_SPACE_INFO, &probe), "reading space info of", name);
-    size_t slots = probe.total_spaces;
-    std::vector<uint8_t> buf(sizeof(btrfs_ioctl_space_args) + slots * sizeof(btrfs_ioctl_space_info));
-    auto* args = reinterpret_cast<btrfs_ioctl_space_args*>(buf.data());
-    args->space_slots = slots;
-    check_sys(::ioctl(fs_fd, BTRFS_IOC_SPACE_INFO, args), "reading space info of", name);
-
     SpaceUsage usage;
-    for (uint64_t i = 0; i < args->total_spaces; ++i) {
-        const btrfs_ioctl_space_info& s = args->spaces[i];
-        if (s.flags & BTRFS_SPACE_INFO_GLOBAL_RSV)
-            continue;
+    for (const btrfs_ioctl_space_info& s : space_infos(fs_fd, name)) {
         uint64_t copies = copies_of(s.flags);
         if (s.flags & BTRFS_BLOCK_GROUP_DATA)
             usage.data_used += s.used_bytes;
