@@ -40,6 +40,22 @@ CREATE TABLE deferred (                 -- references left busy (EAGAIN) for the
 );
 )sql";
 
+// The columns every query that returns whole blocks selects, in the order block_row reads.
+const char* const kBlockColumns =
+    "id, extent, extent_offset, length, hash, root_id, inode, inode_gen, file_offset, extent_gen";
+
+IndexedBlock block_row(const Statement& st)
+{
+    auto u = [&](int col) { return static_cast<uint64_t>(st.int64(col)); };
+    IndexedBlock b;
+    b.id = st.int64(0);
+    b.key = {u(1), u(2), u(9)};
+    b.length = u(3);
+    b.hash = u(4);
+    b.where = {u(5), u(6), u(7), u(8)};
+    return b;
+}
+
 Database& prepared(Database& db)
 {
     db.exec("PRAGMA journal_mode=WAL");
@@ -75,8 +91,7 @@ BlockIndex::BlockIndex(Database& db)
     : db_(prepared(db)),
       knows_snapshot_(db.prepare("SELECT 1 FROM snapshots WHERE uuid = ?1")),
       knows_block_(db.prepare("SELECT id, extent_gen FROM blocks WHERE extent = ?1 AND extent_offset = ?2")),
-      find_copies_(db.prepare("SELECT id, extent, extent_offset, length, hash, root_id, inode, inode_gen, file_offset, "
-                              "extent_gen "
+      find_copies_(db.prepare(std::string("SELECT ") + kBlockColumns + " "
                               "FROM blocks WHERE hash = ?1 AND length = ?2 AND NOT (extent = ?3 AND extent_offset = ?4) "
                               "ORDER BY id LIMIT ?5")),
       add_block_(db.prepare("INSERT OR REPLACE INTO blocks (extent, extent_offset, length, hash, root_id, inode, "
@@ -113,17 +128,8 @@ std::vector<IndexedBlock> BlockIndex::find_copies(uint64_t hash, uint64_t length
     find_copies_.reset();
     find_copies_.bind(1, hash).bind(2, length).bind(3, key.extent).bind(4, key.extent_offset).bind(5, int64_t{limit});
     std::vector<IndexedBlock> out;
-    while (find_copies_.step()) {
-        IndexedBlock b;
-        b.id = find_copies_.int64(0);
-        b.key = {static_cast<uint64_t>(find_copies_.int64(1)), static_cast<uint64_t>(find_copies_.int64(2)),
-                 static_cast<uint64_t>(find_copies_.int64(9))};
-        b.length = static_cast<uint64_t>(find_copies_.int64(3));
-        b.hash = static_cast<uint64_t>(find_copies_.int64(4));
-        b.where = {static_cast<uint64_t>(find_copies_.int64(5)), static_cast<uint64_t>(find_copies_.int64(6)),
-                   static_cast<uint64_t>(find_copies_.int64(7)), static_cast<uint64_t>(find_copies_.int64(8))};
-        out.push_back(b);
-    }
+    while (find_copies_.step())
+        out.push_back(block_row(find_copies_));
     return out;
 }
 
@@ -226,20 +232,12 @@ std::vector<ProcessedSnapshot> BlockIndex::snapshots()
 
 std::vector<IndexedBlock> BlockIndex::blocks_in_root(uint64_t root)
 {
-    Statement st = db_.prepare("SELECT id, extent, extent_offset, length, hash, root_id, inode, inode_gen, file_offset, "
-                               "extent_gen FROM blocks WHERE root_id = ?1 ORDER BY inode, inode_gen, file_offset");
+    Statement st = db_.prepare(std::string("SELECT ") + kBlockColumns +
+                               " FROM blocks WHERE root_id = ?1 ORDER BY inode, inode_gen, file_offset");
     st.bind(1, root);
     std::vector<IndexedBlock> out;
-    auto u = [&](int col) { return static_cast<uint64_t>(st.int64(col)); };
-    while (st.step()) {
-        IndexedBlock b;
-        b.id = st.int64(0);
-        b.key = {u(1), u(2), u(9)};
-        b.length = u(3);
-        b.hash = u(4);
-        b.where = {u(5), u(6), u(7), u(8)};
-        out.push_back(b);
-    }
+    while (st.step())
+        out.push_back(block_row(st));
     return out;
 }
 
