@@ -66,24 +66,22 @@ std::vector<Filesystem> collect_sources(const std::vector<std::string>& paths, c
     return out;
 }
 
-bool file_exists(const std::string& path)
+// The file's size, or nothing if there is no file.
+std::optional<uint64_t> file_size(const std::string& path)
 {
     struct stat st;
-    return ::stat(path.c_str(), &st) == 0;
-}
-
-uint64_t file_size(const std::string& path)
-{
-    struct stat st;
-    return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+    if (::stat(path.c_str(), &st) != 0)
+        return std::nullopt;
+    return static_cast<uint64_t>(st.st_size);
 }
 
 // The index of one filesystem. A dry run never writes it: it works inside one transaction
 // that is rolled back, on an in-memory database when there is no index yet.
 std::unique_ptr<Database> open_index(const std::string& path, bool dry_run)
 {
-    bool exists = file_exists(path);
-    if (dry_run && (!exists || file_size(path) == 0)) // an empty file would get our schema
+    std::optional<uint64_t> size = file_size(path);
+    bool exists = size.has_value();
+    if (dry_run && size.value_or(0) == 0) // no index yet; an empty file would get our schema
         return std::make_unique<Database>(":memory:", true);
     if (!exists && path.rfind(std::string(kDefaultIndexDir) + "/", 0) == 0)
         if (::mkdir(kDefaultIndexDir, 0700) != 0 && errno != EEXIST)
