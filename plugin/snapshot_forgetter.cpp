@@ -143,7 +143,8 @@ ForgetOutcome forget_deleted_snapshots(int fs_fd, Database& db, BlockIndex& inde
                 ++end;
             std::vector<IndexedBlock> file(blocks.begin() + static_cast<std::ptrdiff_t>(begin),
                                            blocks.begin() + static_cast<std::ptrdiff_t>(end));
-            const BlockLocation& w = file.front().where;
+            // A copy, not a reference: move_mapped takes blocks out of `file`.
+            const BlockLocation w = file.front().where;
             for (size_t i = 0; i < candidates.size() && !file.empty(); ++i)
                 outcome.blocks_moved += move_mapped(fs_fd, index, {candidates[i], w.inode, w.inode_gen}, file);
             outcome.blocks_moved += move_by_extent_refs(fs_fd, index, file, alive_otransid);
