@@ -1,7 +1,7 @@
 #include "index/block_hasher.h"
 
-#include "index/extent_items.h"
-#include "snapshots/sys_error.h"
+#include "snapshots/kernel/extent_items.h"
+#include "snapshots/kernel/sys_error.h"
 
 #include <linux/fiemap.h>
 #include <sys/stat.h>

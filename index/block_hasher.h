@@ -2,7 +2,7 @@
 #pragma once
 
 #include "index/block_index.h"
-#include "index/fiemap.h"
+#include "snapshots/kernel/fiemap.h"
 
 #include <cstdint>
 #include <string>

@@ -1,11 +1,11 @@
 #include "plugin/run.h"
 
 #include "index/block_index.h"
-#include "plugin/maintenance_lock.h"
-#include "plugin/snapshot_forgetter.h"
-#include "plugin/snapshot_pass.h"
+#include "plugin/upkeep/maintenance_lock.h"
+#include "plugin/upkeep/snapshot_forgetter.h"
+#include "plugin/dedupe/snapshot_pass.h"
 #include "snapshots/snapshot_list.h"
-#include "snapshots/sys_error.h"
+#include "snapshots/kernel/sys_error.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

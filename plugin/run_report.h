@@ -1,7 +1,7 @@
 // What a run did, in figures the admin can check against `btrfs filesystem df`.
 #pragma once
 
-#include "plugin/btrfs_ioctl.h"
+#include "snapshots/kernel/btrfs_ioctl.h"
 
 #include <cstdint>
 #include <iosfwd>

@@ -1,7 +1,7 @@
 #include "snapshots/send_stream.h"
 
 #include "snapshots/crc32c.h"
-#include "snapshots/sys_error.h"
+#include "snapshots/kernel/sys_error.h"
 
 #include <unistd.h>
 

@@ -1,6 +1,6 @@
 #include "snapshots/snapshot_diff.h"
 
-#include "snapshots/btrfs_send.h"
+#include "snapshots/kernel/btrfs_send.h"
 #include "snapshots/send_stream.h"
 
 namespace snapdedupe {

@@ -1,7 +1,7 @@
 #include "snapshots/snapshot_list.h"
 
-#include "snapshots/sys_error.h"
-#include "snapshots/unique_fd.h"
+#include "snapshots/kernel/sys_error.h"
+#include "snapshots/kernel/unique_fd.h"
 
 #include <btrfsutil.h>
 #include <dirent.h>
@@ -56,19 +56,6 @@ void add_if_snapshot(int dirfd, const std::string& dir, const std::string& name,
 }
 
 } // namespace
-
-std::string uuid_to_string(const Uuid& u)
-{
-    char buf[37];
-    std::snprintf(buf, sizeof buf, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
-                  u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
-    return buf;
-}
-
-bool uuid_is_null(const Uuid& u)
-{
-    return std::all_of(u.begin(), u.end(), [](uint8_t b) { return b == 0; });
-}
 
 Snapshot describe_subvolume(int subvol_fd, const std::string& path)
 {

@@ -5,6 +5,8 @@
 // is its local predecessor). Within a lineage, consecutive snapshots are cheap to diff.
 #pragma once
 
+#include "snapshots/kernel/uuid.h"
+
 #include <array>
 #include <cstdint>
 #include <stdexcept>
@@ -12,10 +14,6 @@
 #include <vector>
 
 namespace snapdedupe {
-
-using Uuid = std::array<uint8_t, 16>;
-std::string uuid_to_string(const Uuid& uuid);
-bool uuid_is_null(const Uuid& uuid);
 
 struct Snapshot {
     std::string path;    // as found under the user's PATH

@@ -40,7 +40,7 @@ sanitize=(-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omi
 "$cxx" -std=c++20 -O1 -g "${sanitize[@]}" -I"$root" \
     "$root/tests/fuzz/fuzz_send_stream.cpp" \
     "$root/snapshots/send_stream.cpp" "$root/snapshots/change_set.cpp" \
-    "$root/snapshots/crc32c.cpp" "$root/snapshots/sys_error.cpp" \
+    "$root/snapshots/crc32c.cpp" "$root/snapshots/kernel/sys_error.cpp" \
     -o "$work/fuzz_send_stream"
 
 mkdir -p "$work/corpus" "$work/artifacts"

@@ -5,7 +5,7 @@
 
 #include "snapshots/crc32c.h"
 #include "snapshots/send_stream.h"
-#include "snapshots/unique_fd.h"
+#include "snapshots/kernel/unique_fd.h"
 
 #include <doctest/doctest.h>
 #include <fcntl.h>

@@ -1,7 +1,7 @@
 // Change sets from real fixture streams and from hand-fed command sequences.
 #include "snapshots/change_set.h"
 #include "snapshots/send_stream.h"
-#include "snapshots/unique_fd.h"
+#include "snapshots/kernel/unique_fd.h"
 
 #include <doctest/doctest.h>
 #include <fcntl.h>

@@ -3,7 +3,7 @@
 // parse, or fail with the errors a malformed stream is allowed to raise.
 #include "snapshots/change_set.h"
 #include "snapshots/send_stream.h"
-#include "snapshots/unique_fd.h"
+#include "snapshots/kernel/unique_fd.h"
 
 #include <doctest/doctest.h>
 #include <fcntl.h>

@@ -1,4 +1,4 @@
-#include "plugin/deduper.h"
+#include "plugin/dedupe/deduper.h"
 
 #include <linux/fs.h>
 #include <sys/ioctl.h>

@@ -1,4 +1,4 @@
-#include "snapshots/sys_error.h"
+#include "snapshots/kernel/sys_error.h"
 
 #include <cerrno>
 #include <cstring>

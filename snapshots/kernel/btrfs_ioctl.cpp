@@ -1,7 +1,7 @@
-#include "plugin/btrfs_ioctl.h"
+#include "snapshots/kernel/btrfs_ioctl.h"
 
-#include "snapshots/snapshot_list.h"
-#include "snapshots/sys_error.h"
+#include "snapshots/kernel/uuid.h"
+#include "snapshots/kernel/sys_error.h"
 
 #include <btrfsutil.h>
 #include <fcntl.h>

@@ -1,8 +1,8 @@
-#include "plugin/work_queue.h"
+#include "plugin/upkeep/work_queue.h"
 
 #include "snapshots/snapshot_list.h"
-#include "snapshots/sys_error.h"
-#include "snapshots/unique_fd.h"
+#include "snapshots/kernel/sys_error.h"
+#include "snapshots/kernel/unique_fd.h"
 
 #include <dirent.h>
 #include <fcntl.h>

@@ -2,7 +2,7 @@
 // filesystem never run at the same time (they all compete for the same disks).
 #pragma once
 
-#include "snapshots/unique_fd.h"
+#include "snapshots/kernel/unique_fd.h"
 
 #include <stdexcept>
 #include <string>

@@ -1,13 +1,13 @@
 // The snapdedupe command line: argument parsing, exit codes, and nothing else.
 #include "index/block_index.h"
-#include "plugin/config_file.h"
-#include "plugin/diff_command.h"
-#include "plugin/maintenance_lock.h"
+#include "plugin/cli/config_file.h"
+#include "plugin/cli/diff_command.h"
+#include "plugin/upkeep/maintenance_lock.h"
 #include "plugin/run.h"
-#include "plugin/work_queue.h"
+#include "plugin/upkeep/work_queue.h"
 #include "snapshots/send_stream.h"
 #include "snapshots/snapshot_list.h"
-#include "snapshots/sys_error.h"
+#include "snapshots/kernel/sys_error.h"
 
 #include <boost/program_options.hpp>
 #include <signal.h>

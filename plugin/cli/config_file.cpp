@@ -1,7 +1,7 @@
-#include "plugin/config_file.h"
+#include "plugin/cli/config_file.h"
 
 #include "plugin/run.h"
-#include "snapshots/unique_fd.h"
+#include "snapshots/kernel/unique_fd.h"
 
 #include <boost/program_options.hpp>
 #include <fcntl.h>

@@ -10,7 +10,7 @@
 // temporary name (".tmp-*") and renamed, so a reader never sees half of one.
 #pragma once
 
-#include "plugin/maintenance_lock.h"
+#include "plugin/upkeep/maintenance_lock.h"
 
 #include <cstdint>
 #include <optional>

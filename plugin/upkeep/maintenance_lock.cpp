@@ -1,6 +1,6 @@
-#include "plugin/maintenance_lock.h"
+#include "plugin/upkeep/maintenance_lock.h"
 
-#include "snapshots/sys_error.h"
+#include "snapshots/kernel/sys_error.h"
 
 #include <fcntl.h>
 #include <sys/file.h>

@@ -1,7 +1,7 @@
-#include "plugin/json_quote.h"
-#include "plugin/diff_command.h"
+#include "plugin/cli/json_quote.h"
+#include "plugin/cli/diff_command.h"
 
-#include "plugin/btrfs_ioctl.h"
+#include "snapshots/kernel/btrfs_ioctl.h"
 #include "snapshots/snapshot_diff.h"
 #include "snapshots/snapshot_list.h"
 

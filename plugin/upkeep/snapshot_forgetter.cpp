@@ -1,9 +1,9 @@
-#include "plugin/snapshot_forgetter.h"
+#include "plugin/upkeep/snapshot_forgetter.h"
 
 #include "index/block_hasher.h"
-#include "plugin/btrfs_ioctl.h"
+#include "snapshots/kernel/btrfs_ioctl.h"
 #include "snapshots/snapshot_list.h"
-#include "snapshots/sys_error.h"
+#include "snapshots/kernel/sys_error.h"
 
 #include <btrfsutil.h>
 #include <linux/btrfs_tree.h>

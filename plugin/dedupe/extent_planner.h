@@ -9,7 +9,7 @@
 
 #include "index/block_hasher.h"
 #include "index/block_index.h"
-#include "plugin/btrfs_ioctl.h"
+#include "snapshots/kernel/btrfs_ioctl.h"
 #include "plugin/run_report.h"
 
 #include <map>

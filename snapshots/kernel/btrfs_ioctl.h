@@ -1,8 +1,8 @@
 // Typed wrappers over the btrfs ioctls the deduper needs, with errors that carry errno.
 #pragma once
 
-#include "index/extent_items.h"
-#include "snapshots/unique_fd.h"
+#include "snapshots/kernel/extent_items.h"
+#include "snapshots/kernel/unique_fd.h"
 
 #include <cstdint>
 #include <string>

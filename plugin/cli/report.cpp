@@ -1,4 +1,4 @@
-#include "plugin/json_quote.h"
+#include "plugin/cli/json_quote.h"
 #include "plugin/run_report.h"
 
 #include <cstdio>

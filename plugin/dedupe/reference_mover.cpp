@@ -1,6 +1,6 @@
-#include "plugin/reference_mover.h"
+#include "plugin/dedupe/reference_mover.h"
 
-#include "plugin/deduper.h"
+#include "plugin/dedupe/deduper.h"
 
 #include <algorithm>
 #include <cerrno>

@@ -1,6 +1,6 @@
-#include "index/fiemap.h"
+#include "snapshots/kernel/fiemap.h"
 
-#include "snapshots/sys_error.h"
+#include "snapshots/kernel/sys_error.h"
 
 #include <linux/fiemap.h>
 #include <linux/fs.h>

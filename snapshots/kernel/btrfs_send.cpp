@@ -1,7 +1,7 @@
-#include "snapshots/btrfs_send.h"
+#include "snapshots/kernel/btrfs_send.h"
 
-#include "snapshots/sys_error.h"
-#include "snapshots/unique_fd.h"
+#include "snapshots/kernel/sys_error.h"
+#include "snapshots/kernel/unique_fd.h"
 
 #include <fcntl.h>
 #include <linux/btrfs.h>

@@ -1,6 +1,6 @@
-#include "index/extent_items.h"
+#include "snapshots/kernel/extent_items.h"
 
-#include "snapshots/sys_error.h"
+#include "snapshots/kernel/sys_error.h"
 
 #include <linux/btrfs.h>
 #include <linux/btrfs_tree.h>

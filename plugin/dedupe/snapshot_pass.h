@@ -2,8 +2,8 @@
 #pragma once
 
 #include "index/block_index.h"
-#include "plugin/extent_planner.h"
-#include "plugin/reference_mover.h"
+#include "plugin/dedupe/extent_planner.h"
+#include "plugin/dedupe/reference_mover.h"
 #include "plugin/run_report.h"
 #include "snapshots/change_set.h"
 #include "snapshots/snapshot_list.h"

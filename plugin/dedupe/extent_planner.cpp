@@ -1,7 +1,7 @@
-#include "plugin/extent_planner.h"
+#include "plugin/dedupe/extent_planner.h"
 
-#include "plugin/deduper.h"
-#include "snapshots/sys_error.h"
+#include "plugin/dedupe/deduper.h"
+#include "snapshots/kernel/sys_error.h"
 
 #include <linux/btrfs_tree.h>
 #include <sys/stat.h>

@@ -1,7 +1,7 @@
-#include "plugin/snapshot_pass.h"
+#include "plugin/dedupe/snapshot_pass.h"
 
 #include "snapshots/snapshot_diff.h"
-#include "snapshots/sys_error.h"
+#include "snapshots/kernel/sys_error.h"
 
 #include <fcntl.h>
 #include <linux/openat2.h>

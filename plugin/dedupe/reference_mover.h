@@ -1,10 +1,10 @@
 // Executing an extent plan: FIDEDUPERANGE of every planned reference onto its keeper.
 #pragma once
 
-#include "plugin/extent_planner.h"
+#include "plugin/dedupe/extent_planner.h"
 #include "plugin/run_report.h"
 
-#include "plugin/deduper.h"
+#include "plugin/dedupe/deduper.h"
 
 #include <vector>
 
