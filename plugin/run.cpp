@@ -26,7 +26,7 @@ namespace {
 struct Filesystem {
     std::string uuid;
     std::string first_path;
-    UniqueFd fd; // any directory on it: ioctls and open-by-handle go through this
+    LabeledFd fd; // any directory on it: ioctls and open-by-handle go through this
     std::vector<Snapshot> snapshots;
 };
 
@@ -41,7 +41,7 @@ Filesystem& filesystem_of(const std::string& path, std::map<std::string, Filesys
     if (!fs.fd) {
         fs.uuid = uuid;
         fs.first_path = path;
-        fs.fd = std::move(fd);
+        fs.fd = LabeledFd(std::move(fd), path);
     }
     return fs;
 }
@@ -104,13 +104,13 @@ void run_filesystem(Filesystem& fs, const RunOptions& options, RunReport& report
     std::unique_ptr<Database> db = open_index(db_path, options.dry_run);
     BlockIndex index(*db);
     if (!options.dry_run)
-        forget_deleted_snapshots(fs.fd.get(), *db, index);
+        forget_deleted_snapshots(fs.fd, *db, index);
     std::optional<Transaction> dry_run_scope;
     if (options.dry_run)
         dry_run_scope.emplace(*db); // never committed
 
     add_usage(report.before, space_usage(fs.fd.get(), fs.first_path));
-    SnapshotPass pass(fs.fd.get(), index, metadata_geometry(fs.fd.get(), fs.first_path),
+    SnapshotPass pass(fs.fd, index, metadata_geometry(fs.fd.get(), fs.first_path),
                       {options.dry_run, options.readonly_only});
     for (const Lineage& lineage : group_lineages(fs.snapshots)) {
         const Snapshot* parent = nullptr;

@@ -79,33 +79,33 @@ void ReferenceMover::run_moves(const std::vector<PlannedMove>& moves, const std:
         groups[{moves[i].src, moves[i].src_offset, moves[i].length}].push_back(i);
 
     InodeHandle open_src_handle;
-    UniqueFd src;
+    OpenResult src;
     for (auto& [key, members] : groups) {
         auto& [src_handle, src_offset, length] = key;
         if (!src || !(open_src_handle == src_handle)) {
-            src = open_by_handle(fs_fd_, src_handle);
+            src = open_by_handle(fs_, src_handle);
             open_src_handle = src_handle;
         }
         if (!src) {
             for (size_t i : members)
-                results[i].error = errno ? errno : ESTALE;
+                results[i].error = src.error;
             continue;
         }
-        std::map<InodeHandle, UniqueFd> dst_fds;
+        std::map<InodeHandle, OpenResult> dst_fds;
         std::vector<DedupeTarget> targets;
         std::vector<size_t> target_moves;
         for (size_t i : members) {
             auto it = dst_fds.find(moves[i].dst);
             if (it == dst_fds.end())
-                it = dst_fds.emplace(moves[i].dst, open_by_handle(fs_fd_, moves[i].dst)).first;
+                it = dst_fds.emplace(moves[i].dst, open_by_handle(fs_, moves[i].dst)).first;
             if (!it->second) {
-                results[i].error = errno ? errno : ESTALE;
+                results[i].error = it->second.error;
                 continue;
             }
-            targets.push_back({it->second.get(), moves[i].dst_offset});
+            targets.push_back({it->second.fd.get(), moves[i].dst_offset});
             target_moves.push_back(i);
         }
-        std::vector<DedupeResult> done = dedupe_onto(src.get(), src_offset, length, targets);
+        std::vector<DedupeResult> done = dedupe_onto(src.fd.get(), src_offset, length, targets);
         for (size_t t = 0; t < done.size(); ++t)
             results[target_moves[t]] = done[t];
     }

@@ -21,7 +21,7 @@ struct MoveOutcome {
 class ReferenceMover {
 public:
     // `fs_fd`: any fd on the filesystem; files are opened by handle through it.
-    explicit ReferenceMover(int fs_fd) : fs_fd_(fs_fd) {}
+    explicit ReferenceMover(const LabeledFd& filesystem) : fs_(filesystem) {}
 
     // `duplicate_count`: the number of duplicate blocks the plan was made from.
     MoveOutcome execute(const ExtentPlan& plan, size_t duplicate_count);
@@ -30,7 +30,7 @@ private:
     void run_moves(const std::vector<PlannedMove>& moves, const std::vector<size_t>& selected,
                    std::vector<DedupeResult>& results);
 
-    int fs_fd_;
+    const LabeledFd& fs_;
 };
 
 } // namespace snapdedupe

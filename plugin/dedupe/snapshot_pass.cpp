@@ -23,21 +23,13 @@ namespace {
 // RESOLVE_NO_SYMLINKS: no component may be a symlink or leave the snapshot, so the path
 // cannot be redirected. O_PATH opens nothing; the file is then reopened by handle, which
 // refuses anything but a regular file (no device is ever opened, no FIFO blocks).
-UniqueFd open_in_snapshot(int snapshot_fd, const std::string& path, InodeHandle& handle)
+OpenResult open_in_snapshot(const LabeledFd& snapshot, const std::string& path, InodeHandle& handle)
 {
-    open_how how{};
-    how.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC;
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
-    UniqueFd path_fd(static_cast<int>(::syscall(SYS_openat2, snapshot_fd, path.c_str(), &how, sizeof how)));
-    if (!path_fd)
-        return {};
-    struct stat st;
-    if (::fstat(path_fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
-        errno = EINVAL;
-        return {};
-    }
-    handle = handle_of(path_fd.get(), path);
-    return open_by_handle(snapshot_fd, handle);
+    OpenResult found = open_regular_beneath(snapshot, path);
+    if (!found)
+        return found;
+    handle = handle_of(LabeledFd(std::move(found.fd), snapshot.label() + "/" + path));
+    return open_by_handle(snapshot, handle);
 }
 
 std::vector<FileRange> to_file_ranges(const std::vector<ByteRange>& ranges)
@@ -70,8 +62,9 @@ void wait_for_test_seam()
     std::getline(in, line);
 }
 
-SnapshotPass::SnapshotPass(int fs_fd, BlockIndex& index, MetadataGeometry geometry, PassPolicy policy)
-    : fs_fd_(fs_fd), index_(index), policy_(policy), planner_(fs_fd, geometry, policy.readonly_only), mover_(fs_fd)
+SnapshotPass::SnapshotPass(const LabeledFd& filesystem, BlockIndex& index, MetadataGeometry geometry, PassPolicy policy)
+    : fs_(filesystem), index_(index), policy_(policy), planner_(filesystem.get(), geometry, policy.readonly_only),
+      mover_(filesystem)
 {
 }
 
@@ -87,7 +80,7 @@ std::optional<IndexedBlock> SnapshotPass::find_keeper(uint64_t hash, const DataB
             InodeHandle h{copy.where.root, copy.where.inode, copy.where.inode_gen};
             auto it = opens_.find(h);
             if (it == opens_.end())
-                it = opens_.emplace(h, open_by_handle(fs_fd_, h).valid()).first;
+                it = opens_.emplace(h, open_by_handle(fs_, h).fd.valid()).first;
             if (it->second)
                 return copy;
             index_.forget_block(copy.id); // its snapshot is gone
@@ -95,17 +88,19 @@ std::optional<IndexedBlock> SnapshotPass::find_keeper(uint64_t hash, const DataB
     }
 }
 
-void SnapshotPass::scan_file(int snapshot_fd, const std::string& name, const FileChange& change,
-                             SnapshotReport& report, std::vector<DuplicateBlock>& duplicates)
+void SnapshotPass::scan_file(const LabeledFd& snapshot, const FileChange& change, SnapshotReport& report,
+                             std::vector<DuplicateBlock>& duplicates)
 {
+    const std::string name = snapshot.label() + "/" + change.path;
     InodeHandle handle;
-    UniqueFd fd = open_in_snapshot(snapshot_fd, change.path, handle);
-    if (!fd) {
+    OpenResult opened = open_in_snapshot(snapshot, change.path, handle);
+    if (!opened) {
         // Missing capabilities must not look like "nothing to do".
-        if (errno == EPERM || errno == EACCES)
-            throw SysError("opening (needs CAP_DAC_READ_SEARCH)", name, errno);
+        if (opened.error == EPERM || opened.error == EACCES)
+            throw SysError("opening (needs CAP_DAC_READ_SEARCH)", name, opened.error);
         return; // not a regular file (any more): nothing of ours to read
     }
+    const UniqueFd& fd = opened.fd;
     struct stat st;
     check_sys(::fstat(fd.get(), &st), "stat", name);
     for (const DataBlock& block : dedupable_blocks(fd.get(), static_cast<uint64_t>(st.st_size),
@@ -182,7 +177,7 @@ std::vector<DuplicateBlock> SnapshotPass::load_deferred()
         d.block.map_start = 0; // whatever the file holds now: the planner reads its items again
         d.keeper.where = m.keeper;
         d.keeper.key = m.keeper_key;
-        if (!open_by_handle(fs_fd_, d.file) || !open_by_handle(fs_fd_, {m.keeper.root, m.keeper.inode, m.keeper.inode_gen}))
+        if (!open_by_handle(fs_, d.file) || !open_by_handle(fs_, {m.keeper.root, m.keeper.inode, m.keeper.inode_gen}))
             continue; // the reference or the keeper is gone: nothing left to do
         duplicates.push_back(d);
     }
@@ -231,7 +226,8 @@ SnapshotReport SnapshotPass::process(const Snapshot& snapshot, const Snapshot* p
     if (parent)
         report.parent_path = parent->path;
 
-    UniqueFd snapshot_fd(::open(snapshot.path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    LabeledFd snapshot_fd(UniqueFd(::open(snapshot.path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)),
+                          snapshot.path);
     if (!snapshot_fd)
         throw SysError("opening snapshot", snapshot.path, errno);
     ChangeSet changes = diff_snapshot(snapshot_fd.get(), snapshot.path,
@@ -241,7 +237,7 @@ SnapshotReport SnapshotPass::process(const Snapshot& snapshot, const Snapshot* p
     std::vector<DuplicateBlock> duplicates;
     pending_.clear();
     for (const FileChange& change : changes.files) {
-        scan_file(snapshot_fd.get(), snapshot.path + "/" + change.path, change, report, duplicates);
+        scan_file(snapshot_fd, change, report, duplicates);
         // Bounded memory on huge snapshots: dedupe in batches, at file boundaries.
         if (duplicates.size() >= kDuplicatesPerBatch) {
             report.dedupe.add(dedupe_during_run(duplicates, report));

@@ -22,7 +22,7 @@ struct PassPolicy {
 
 class SnapshotPass {
 public:
-    SnapshotPass(int fs_fd, BlockIndex& index, MetadataGeometry geometry, PassPolicy policy);
+    SnapshotPass(const LabeledFd& filesystem, BlockIndex& index, MetadataGeometry geometry, PassPolicy policy);
 
     // Diffs `snapshot` against `parent` (nullptr: a full stream), hashes the changed blocks
     // the index does not know, dedupes the duplicates and records all of it in the index.
@@ -36,7 +36,7 @@ public:
 private:
     // The oldest indexed copy that still opens; copies that no longer open are forgotten.
     std::optional<IndexedBlock> find_keeper(uint64_t hash, const DataBlock& block);
-    void scan_file(int snapshot_fd, const std::string& name, const FileChange& change, SnapshotReport& report,
+    void scan_file(const LabeledFd& snapshot, const FileChange& change, SnapshotReport& report,
                    std::vector<DuplicateBlock>& duplicates);
     // Plans and (unless a dry run) moves; records what stayed in the index.
     // Counts busy extents in busy_deferred and takes them out of the plan's predictions;
@@ -48,7 +48,7 @@ private:
     // removed from the index.
     std::vector<DuplicateBlock> load_deferred();
 
-    int fs_fd_;
+    const LabeledFd& fs_;
     BlockIndex& index_;
     PassPolicy policy_;
     ExtentPlanner planner_;

@@ -42,10 +42,11 @@ bool subvolume_exists(int fs_fd, const ProcessedSnapshot& s)
 
 // Which of `blocks` the file `handle` maps at the same offset, to the same disk bytes, with
 // the same length (the same key the run computes: index/block_hasher.h).
-std::vector<bool> maps_blocks(int fs_fd, const InodeHandle& handle, const std::vector<IndexedBlock>& blocks)
+std::vector<bool> maps_blocks(const LabeledFd& fs, const InodeHandle& handle, const std::vector<IndexedBlock>& blocks)
 {
     std::vector<bool> maps(blocks.size(), false);
-    UniqueFd fd = open_by_handle(fs_fd, handle);
+    OpenResult opened = open_by_handle(fs, handle);
+    const UniqueFd& fd = opened.fd;
     if (!fd)
         return maps; // deleted there, or the inode number was reused (another generation)
     struct stat st;
@@ -66,9 +67,9 @@ std::vector<bool> maps_blocks(int fs_fd, const InodeHandle& handle, const std::v
 
 // Moves each of `blocks` (one file of the deleted snapshot) that `handle` maps; keeps the
 // rest in `blocks`. Returns how many moved.
-uint64_t move_mapped(int fs_fd, BlockIndex& index, const InodeHandle& handle, std::vector<IndexedBlock>& blocks)
+uint64_t move_mapped(const LabeledFd& fs, BlockIndex& index, const InodeHandle& handle, std::vector<IndexedBlock>& blocks)
 {
-    std::vector<bool> maps = maps_blocks(fs_fd, handle, blocks);
+    std::vector<bool> maps = maps_blocks(fs, handle, blocks);
     std::vector<IndexedBlock> homeless;
     uint64_t moved = 0;
     for (size_t i = 0; i < blocks.size(); ++i) {
@@ -86,17 +87,17 @@ uint64_t move_mapped(int fs_fd, BlockIndex& index, const InodeHandle& handle, st
 // Second chance, block by block, for files that were replaced: an identical rewrite (write a
 // new file, rename it over) is a new inode, whose extent the run moved onto the keeper. Whoever
 // references the keeper's extent now, in a surviving indexed snapshot, at the same offset.
-uint64_t move_by_extent_refs(int fs_fd, BlockIndex& index, std::vector<IndexedBlock>& blocks,
+uint64_t move_by_extent_refs(const LabeledFd& fs, BlockIndex& index, std::vector<IndexedBlock>& blocks,
                              const std::map<uint64_t, uint64_t>& alive_otransid)
 {
     uint64_t moved = 0;
     std::vector<IndexedBlock> homeless;
     for (const IndexedBlock& b : blocks) {
         std::vector<std::pair<uint64_t, InodeHandle>> candidates; // (otransid, file), newest first
-        for (const ExtentRef& ref : logical_ino(fs_fd, b.key.extent, true)) {
+        for (const ExtentRef& ref : logical_ino(fs.get(), b.key.extent, true)) {
             auto alive = alive_otransid.find(ref.root);
             InodeInfo info;
-            if (alive != alive_otransid.end() && read_inode(fs_fd, ref.root, ref.inode, info))
+            if (alive != alive_otransid.end() && read_inode(fs.get(), ref.root, ref.inode, info))
                 candidates.push_back({alive->second, {ref.root, ref.inode, info.generation}});
         }
         std::sort(candidates.begin(), candidates.end(),
@@ -106,7 +107,7 @@ uint64_t move_by_extent_refs(int fs_fd, BlockIndex& index, std::vector<IndexedBl
                          candidates.end());
         std::vector<IndexedBlock> one{b};
         for (size_t i = 0; i < candidates.size() && i < kMaxCandidates && !one.empty(); ++i)
-            moved += move_mapped(fs_fd, index, candidates[i].second, one);
+            moved += move_mapped(fs, index, candidates[i].second, one);
         homeless.insert(homeless.end(), one.begin(), one.end());
     }
     blocks = std::move(homeless);
@@ -115,12 +116,12 @@ uint64_t move_by_extent_refs(int fs_fd, BlockIndex& index, std::vector<IndexedBl
 
 } // namespace
 
-ForgetOutcome forget_deleted_snapshots(int fs_fd, Database& db, BlockIndex& index)
+ForgetOutcome forget_deleted_snapshots(const LabeledFd& fs, Database& db, BlockIndex& index)
 {
     std::vector<ProcessedSnapshot> all = index.snapshots();
     std::vector<ProcessedSnapshot> gone, alive;
     for (ProcessedSnapshot& s : all)
-        (subvolume_exists(fs_fd, s) ? alive : gone).push_back(std::move(s));
+        (subvolume_exists(fs.get(), s) ? alive : gone).push_back(std::move(s));
     ForgetOutcome outcome;
     if (gone.empty())
         return outcome;
@@ -146,8 +147,8 @@ ForgetOutcome forget_deleted_snapshots(int fs_fd, Database& db, BlockIndex& inde
             // A copy, not a reference: move_mapped takes blocks out of `file`.
             const BlockLocation w = file.front().where;
             for (size_t i = 0; i < candidates.size() && !file.empty(); ++i)
-                outcome.blocks_moved += move_mapped(fs_fd, index, {candidates[i], w.inode, w.inode_gen}, file);
-            outcome.blocks_moved += move_by_extent_refs(fs_fd, index, file, alive_otransid);
+                outcome.blocks_moved += move_mapped(fs, index, {candidates[i], w.inode, w.inode_gen}, file);
+            outcome.blocks_moved += move_by_extent_refs(fs, index, file, alive_otransid);
             begin = end;
         }
         outcome.blocks_forgotten += static_cast<uint64_t>(index.forget_snapshot(dead.root_id));

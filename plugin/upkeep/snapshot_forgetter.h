@@ -11,6 +11,7 @@
 #pragma once
 
 #include "index/block_index.h"
+#include "snapshots/kernel/labeled_fd.h"
 
 #include <cstdint>
 
@@ -25,6 +26,6 @@ struct ForgetOutcome {
 // Forgets every indexed snapshot of the filesystem of `fs_fd` whose subvolume is gone
 // (deleted, being cleaned up, or its id reused by another subvolume), in one transaction.
 // Needs CAP_SYS_ADMIN (subvolume lookups by id).
-ForgetOutcome forget_deleted_snapshots(int fs_fd, Database& db, BlockIndex& index);
+ForgetOutcome forget_deleted_snapshots(const LabeledFd& filesystem, Database& db, BlockIndex& index);
 
 } // namespace snapdedupe

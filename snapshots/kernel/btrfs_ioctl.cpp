@@ -21,19 +21,6 @@ namespace snapdedupe {
 
 namespace {
 
-constexpr int kBtrfsFileHandleType = 0x4d; // FILEID_BTRFS_WITHOUT_PARENT
-
-struct __attribute__((packed)) BtrfsFid {
-    uint64_t objectid;
-    uint64_t root_objectid;
-    uint32_t gen;
-};
-
-struct FileHandleBuffer {
-    file_handle header;
-    unsigned char bytes[MAX_HANDLE_SZ];
-};
-
 template <typename T>
 T read_le(const uint8_t* p)
 {
@@ -129,44 +116,6 @@ bool read_inode(int fs_fd, uint64_t root, uint64_t inode, InodeInfo& out)
     out.size = read_le<uint64_t>(item + offsetof(btrfs_inode_item, size));
     out.mode = read_le<uint32_t>(item + offsetof(btrfs_inode_item, mode));
     return true;
-}
-
-InodeHandle handle_of(int fd, const std::string& name)
-{
-    FileHandleBuffer fh{};
-    fh.header.handle_bytes = MAX_HANDLE_SZ;
-    int mount_id = 0;
-    check_sys(::name_to_handle_at(fd, "", &fh.header, &mount_id, AT_EMPTY_PATH), "getting the file handle of", name);
-    if (fh.header.handle_type != kBtrfsFileHandleType || fh.header.handle_bytes < sizeof(BtrfsFid))
-        throw SysError("unexpected file handle type for", name, EINVAL);
-    BtrfsFid fid;
-    std::memcpy(&fid, fh.header.f_handle, sizeof fid);
-    return {fid.root_objectid, fid.objectid, fid.gen};
-}
-
-UniqueFd open_by_handle(int mount_fd, const InodeHandle& h)
-{
-    FileHandleBuffer fh{};
-    fh.header.handle_bytes = sizeof(BtrfsFid);
-    fh.header.handle_type = kBtrfsFileHandleType;
-    BtrfsFid fid{h.inode, h.root, static_cast<uint32_t>(h.generation)};
-    std::memcpy(fh.header.f_handle, &fid, sizeof fid);
-    // O_PATH first: it opens nothing (no device side effects, no FIFO blocking); only a
-    // regular file is then opened for reading.
-    UniqueFd path_fd(::open_by_handle_at(mount_fd, &fh.header, O_PATH | O_NOFOLLOW | O_CLOEXEC));
-    if (!path_fd)
-        return {};
-    struct stat st;
-    if (::fstat(path_fd.get(), &st) != 0)
-        return {};
-    if (!S_ISREG(st.st_mode) || st.st_ino != h.inode) {
-        errno = EINVAL;
-        return {};
-    }
-    UniqueFd fd(::open_by_handle_at(mount_fd, &fh.header, O_RDONLY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC));
-    if (!fd && errno == EPERM) // O_NOATIME needs CAP_FOWNER for others' files; reading a
-        fd = UniqueFd(::open_by_handle_at(mount_fd, &fh.header, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)); // snapshot sets no atime anyway
-    return fd;
 }
 
 bool subvolume_is_read_only(int fs_fd, uint64_t root)

@@ -2,7 +2,7 @@
 #pragma once
 
 #include "snapshots/kernel/extent_items.h"
-#include "snapshots/kernel/unique_fd.h"
+#include "snapshots/kernel/file_handle.h"
 
 #include <cstdint>
 #include <string>
@@ -34,24 +34,6 @@ struct InodeInfo {
 // The inode item of (root, inode), read from the subvolume's tree (BTRFS_IOC_TREE_SEARCH).
 // Returns false when there is no such inode.
 bool read_inode(int fs_fd, uint64_t root, uint64_t inode, InodeInfo& out);
-
-// A file handle: names an inode of a subvolume with no path at all, so nothing on the way
-// (a rename, a planted symlink, a subvolume mounted nowhere) can redirect the open.
-struct InodeHandle {
-    uint64_t root = 0;
-    uint64_t inode = 0;
-    uint64_t generation = 0;
-    bool operator<(const InodeHandle& o) const
-    {
-        return root != o.root ? root < o.root : inode != o.inode ? inode < o.inode : generation < o.generation;
-    }
-    bool operator==(const InodeHandle&) const = default;
-};
-InodeHandle handle_of(int fd, const std::string& name);
-// Opens a regular file by handle, O_RDONLY|O_NOFOLLOW|O_NOATIME. Returns an invalid fd (and
-// sets errno) if it is gone (ESTALE) or is not a regular file (EINVAL); EPERM means the
-// process lacks CAP_DAC_READ_SEARCH.
-UniqueFd open_by_handle(int mount_fd, const InodeHandle& handle);
 
 bool subvolume_is_read_only(int fs_fd, uint64_t root);
 // The level of a subvolume's tree root (0: the root is a leaf), from its ROOT_ITEM.
