@@ -1,9 +1,9 @@
 """Independent interpretation of `btrfs receive --dump` output (stdlib only).
 
 parse_dump()/send_dump() read a send stream's dump; SendOracle replays it over the
-old snapshot to say which files changed (used by test_diff_oracle and the fixture
-self-test); ground_truth_changes() compares two trees directly.
-Re-exported by btrfs_fixture.py.
+old snapshot to say which files changed, which were truncated and which got metadata
+commands (used by test_diff_oracle and the fixture self-test); ground_truth_changes(),
+size_or_bytes_changed() and metadata_changes() compare two trees directly.
 """
 
 import os
@@ -11,6 +11,8 @@ import re
 import stat
 import subprocess
 import tempfile
+
+from snaptest import merge_ranges, regular_files
 
 
 # ---------------------------------------------------------------------------
@@ -57,7 +59,7 @@ def unescape(s):
             if n in _ESC:
                 out.append(_ESC[n])
             else:
-                out += n.encode()
+                out += n.encode("utf-8", "surrogateescape")
             i += 2
             continue
         out += c.encode("utf-8", "surrogateescape")
@@ -100,7 +102,8 @@ def send_dump(old, new):
 
 
 class _Node:
-    __slots__ = ("kind", "children", "ranges", "changed", "created", "ino")
+    __slots__ = ("kind", "children", "ranges", "changed", "created", "ino", "size", "truncated",
+                 "size_before_truncate", "metadata")
 
     def __init__(self, kind, ino=None, created=False):
         self.kind = kind
@@ -109,18 +112,13 @@ class _Node:
         self.changed = False
         self.created = created
         self.ino = ino
-
-
-def merge_ranges(ranges):
-    """[(off, len), ...] -> sorted, merged (overlapping or adjacent) [[off, len], ...]."""
-    iv = sorted((int(o), int(o) + int(l)) for o, l in ranges if int(l) > 0)
-    out = []
-    for s, e in iv:
-        if out and s <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], e)
-        else:
-            out.append([s, e])
-    return [[s, e - s] for s, e in out]
+        # The size the stream itself establishes: a file it creates starts empty and data
+        # commands grow it; `truncate size=` sets it. None: the stream never said (a file of the
+        # old snapshot: the dump shows only the new size, never the old one).
+        self.size = 0 if created and kind == "file" else None
+        self.truncated = False
+        self.size_before_truncate = None
+        self.metadata = set()  # kinds, as the tool names them
 
 
 class SendOracle:
@@ -129,6 +127,9 @@ class SendOracle:
     records which inodes got update_extent/write/clone data commands."""
 
     DATA_CMDS = ("update_extent", "write", "clone")
+    # Dump command -> the tool's metadata kind.
+    METADATA_CMDS = {"chmod": "mode", "chown": "owner", "utimes": "times", "set_xattr": "xattr",
+                     "remove_xattr": "xattr", "fileattr": "fileattr", "enable_verity": "verity"}
     CREATE_CMDS = {"mkfile": "file", "mkdir": "dir", "mknod": "other", "mkfifo": "other",
                    "mksock": "other", "symlink": "symlink"}
 
@@ -211,6 +212,16 @@ class SendOracle:
                     off = int(kv.get("offset", 0))
                     ln = int(kv.get("len", kv.get("size", 0)))
                     node.ranges.append((off, ln))
+                    if node.size is not None and ln > 0:
+                        node.size = max(node.size, off + ln)
+                elif cmd == "truncate":
+                    node = self._lookup(rel)
+                    if not node.truncated:
+                        node.truncated = True
+                        node.size_before_truncate = node.size
+                    node.size = int(kv["size"])
+                elif cmd in self.METADATA_CMDS:
+                    self._lookup(rel).metadata.add(self.METADATA_CMDS[cmd])
             except KeyError as e:
                 self.unknown.append(f"{cmd} {path} {kv}: unresolved {e}")
 
@@ -226,6 +237,31 @@ class SendOracle:
                     walk(child, p + "/")
         walk(self.root, "")
         return out
+
+    def truncated(self):
+        """list of dicts {names, old_size (None: the stream does not say), new_size, created} for
+        regular files the stream truncated that still have a name at the end."""
+        res = []
+        for node, names in self.final_names().values():
+            if node.kind == "file" and node.truncated:
+                res.append({"names": sorted(names), "old_size": node.size_before_truncate,
+                            "new_size": node.size, "created": node.created})
+        return sorted(res, key=lambda d: d["names"])
+
+    def metadata(self):
+        """list of dicts {names, kinds (a set), created} for every inode (any type) that got
+        metadata commands and still has a name at the end; the subvolume root is named "."."""
+        res = []
+        if self.root.metadata:
+            res.append({"names": ["."], "kinds": set(self.root.metadata), "created": False})
+        for node, names in self.final_names().values():
+            if node.metadata:
+                res.append({"names": sorted(names), "kinds": set(node.metadata), "created": node.created})
+        return sorted(res, key=lambda d: d["names"])
+
+    def created_names(self):
+        """Final names of inodes a create command (mkfile, mkdir, ...) made in this stream."""
+        return {n for node, names in self.final_names().values() if node.created for n in names}
 
     def changed(self):
         """list of dicts {names: sorted [paths], ranges: merged, created: bool} for
@@ -252,16 +288,7 @@ def ground_truth_changes(old_root, new_root):
     """Content comparison by inode number (inode numbers are preserved between snapshots
     of one lineage). Returns list of (names-in-NEW, reason) for regular files of NEW that
     hold new data: existing inode with different data, or new inode with nonzero data."""
-    def inodes(root):
-        res = {}
-        for dirpath, dirnames, filenames in os.walk(root):
-            for name in filenames:
-                p = os.path.join(dirpath, name)
-                st = os.lstat(p)
-                if stat.S_ISREG(st.st_mode):
-                    res.setdefault(st.st_ino, []).append(os.path.relpath(p, root))
-        return res
-    old, new = inodes(old_root), inodes(new_root)
+    old, new = regular_files(old_root), regular_files(new_root)
     out = []
     for ino, names in new.items():
         with open(os.path.join(new_root, names[0]), "rb") as f:
@@ -270,8 +297,71 @@ def ground_truth_changes(old_root, new_root):
             with open(os.path.join(old_root, old[ino][0]), "rb") as f:
                 ob = f.read()
             if new_data_differs(ob, nb):
-                out.append((sorted(names), "modified"))
+                out.append((names, "modified"))
         elif nb.count(0) != len(nb):
-            out.append((sorted(names), "new inode"))
+            out.append((names, "new inode"))
     return out
 
+
+def size_or_bytes_changed(old_root, new_root):
+    """Regular files of NEW, by inode number, whose size or bytes differ from OLD's (a shrink,
+    a grow with a hole, any byte). Returns list of names-in-NEW. Inodes new in NEW are not here:
+    they are the `added` list's."""
+    old, new = regular_files(old_root), regular_files(new_root)
+    out = []
+    for ino, names in new.items():
+        if ino not in old:
+            continue
+        po, pn = os.path.join(old_root, old[ino][0]), os.path.join(new_root, names[0])
+        if os.lstat(po).st_size != os.lstat(pn).st_size:
+            out.append(names)
+            continue
+        with open(po, "rb") as fo, open(pn, "rb") as fn:
+            if fo.read() != fn.read():
+                out.append(names)
+    return out
+
+
+def _xattrs(path):
+    return {k: os.getxattr(path, k, follow_symlinks=False) for k in os.listxattr(path, follow_symlinks=False)}
+
+
+def _inodes(root):
+    """inode number -> (lstat, sorted relative names, xattrs) of every entry under root, the
+    root itself named "."."""
+    out = {}
+    st = os.lstat(root)
+    out[st.st_ino] = (st, ["."], _xattrs(root))
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            if st.st_ino in out:
+                out[st.st_ino][1].append(os.path.relpath(p, root))
+            else:
+                out[st.st_ino] = (st, [os.path.relpath(p, root)], _xattrs(p))
+    return {k: (st, sorted(n), x) for k, (st, n, x) in out.items()}
+
+
+def metadata_changes(old_root, new_root):
+    """Inodes in both trees (same number and type) whose permission bits, owner, mtime or
+    xattrs differ. Returns list of (names-in-NEW, set of kinds: mode, owner, times, xattr).
+    atime and ctime are left out: reading a file moves its atime, and a rename its ctime."""
+    old, new = _inodes(old_root), _inodes(new_root)
+    out = []
+    for ino, (st, names, xa) in new.items():
+        if ino not in old or stat.S_IFMT(old[ino][0].st_mode) != stat.S_IFMT(st.st_mode):
+            continue
+        ost, _, oxa = old[ino]
+        kinds = set()
+        if stat.S_IMODE(ost.st_mode) != stat.S_IMODE(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+            kinds.add("mode")
+        if (ost.st_uid, ost.st_gid) != (st.st_uid, st.st_gid):
+            kinds.add("owner")
+        if ost.st_mtime_ns != st.st_mtime_ns:
+            kinds.add("times")
+        if oxa != xa:
+            kinds.add("xattr")
+        if kinds:
+            out.append((names, kinds))
+    return out

@@ -24,12 +24,11 @@ import re
 import stat
 import subprocess
 import sys
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from btrfs_fixture import Results, Workspace, common_argparser, require_root, sh, sh_out  # noqa: E402
-from snapper_flow import remove_lock_files, run_flow  # noqa: E402
+from snaptest import fs_uuid, parse_args, remove_lock_files, run_test, sh, sh_out  # noqa: E402
+from snapper_flow import run_flow  # noqa: E402
 
 PROG = "test_package.py"
 PACKAGE = "snapdedupe"
@@ -40,6 +39,12 @@ STATE = "/var/lib/snapdedupe"
 WATCHED = ["/etc", "/usr/sbin", "/usr/lib/snapper", "/usr/lib/systemd", "/usr/share/man/man8",
            "/usr/share/bash-completion/completions", "/usr/share/doc", "/var/lib"]
 NOT_WATCHED = ("/var/lib/dpkg", "/var/lib/apt", "/var/lib/man-db", "/var/lib/ucf")
+INSTALLED_FILES = {
+    "/usr/sbin/snapdedupe": 0o755, "/usr/share/man/man8/snapdedupe.8.gz": 0o644,
+    "/usr/share/bash-completion/completions/snapdedupe": 0o644,
+    "/usr/lib/snapper/plugins/50-snapdedupe": 0o755, "/etc/snapdedupe.conf": 0o644,
+    **{os.path.join(UNIT_DIR, u): 0o644 for u in UNITS},
+}
 
 
 def tree():
@@ -67,31 +72,46 @@ def service_section(path):
     return lines
 
 
-def main():
-    ap = common_argparser(__doc__)
-    ap.add_argument("--build-dir", required=True, help="the CMake build directory (cpack runs there)")
-    args = ap.parse_args()
-    require_root(PROG)
-    r = Results(PROG)
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    os.environ.pop("SNAPDEDUPE_STATE_DIR", None)  # the installed defaults, all of them
-    state_existed = os.path.exists(STATE)
-    made_index = []
-    figures = {}
-    ws = Workspace("snapdedupe-package")
-    try:
+def run_out(argv, **kw):
+    """argv's exit code and its stdout and stderr together, as text."""
+    p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600, **kw)
+    return p.returncode, p.stdout.decode()
+
+
+class PackageTest:
+    """The package's life: built, installed, used through the snapper flow, purged; and
+    whatever it left removed afterwards, whatever happened."""
+
+    def __init__(self, build_dir):
+        self.build_dir = build_dir
+        self.env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        os.environ.pop("SNAPDEDUPE_STATE_DIR", None)  # the installed defaults, all of them
+        self.state_existed = os.path.exists(STATE)
+        self.made_index = []
+        self.figures = {}
+        self.before = None
+
+    def body(self, r, ws):
         if installed():
             print(f"  {PACKAGE} is installed (left by an earlier run?): purging it first", flush=True)
             sh("dpkg", "--purge", PACKAGE)
-        before = tree()
-
+        self.before = tree()
         r.section("cpack -G DEB")
-        for old in glob.glob(os.path.join(args.build_dir, f"{PACKAGE}_*.deb")):
+        deb = self.build(r)
+        r.section("dpkg -i")
+        self.install(r, deb)
+        self.check_installed(r)
+        r.section("the snapper flow through the installed files")
+        self.snapper_flow(r, ws)
+        r.section("dpkg --purge")
+        self.purge(r)
+
+    def build(self, r):
+        for old in glob.glob(os.path.join(self.build_dir, f"{PACKAGE}_*.deb")):
             os.unlink(old)
-        p = subprocess.run(["cpack", "-G", "DEB"], cwd=args.build_dir, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, timeout=600)
-        debs = glob.glob(os.path.join(args.build_dir, f"{PACKAGE}_*.deb"))
-        r.check("cpack built one .deb", p.returncode == 0 and len(debs) == 1, p.stdout.decode()[-800:])
+        rc, out = run_out(["cpack", "-G", "DEB"], cwd=self.build_dir)
+        debs = glob.glob(os.path.join(self.build_dir, f"{PACKAGE}_*.deb"))
+        r.check("cpack built one .deb", rc == 0 and len(debs) == 1, out[-800:])
         deb = debs[0]
         depends = sh_out("dpkg-deb", "-f", deb, "Depends")
         print(f"  Depends: {depends.strip()}", flush=True)
@@ -100,22 +120,18 @@ def main():
             r.check(f"Depends names {lib}", re.search(rf"(^|[ ,]){re.escape(lib)}([ ,(]|$)", depends) is not None)
         r.check("/etc/snapdedupe.conf is a conffile",
                 sh_out("dpkg-deb", "--info", deb, "conffiles").split() == ["/etc/snapdedupe.conf"])
+        return deb
 
-        r.section("dpkg -i")
-        p = subprocess.run(["dpkg", "-i", deb], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           timeout=600)
-        r.check("dpkg -i: exit 0", p.returncode == 0, p.stdout.decode()[-800:])
-        files = {
-            "/usr/sbin/snapdedupe": 0o755, "/usr/share/man/man8/snapdedupe.8.gz": 0o644,
-            "/usr/share/bash-completion/completions/snapdedupe": 0o644,
-            "/usr/lib/snapper/plugins/50-snapdedupe": 0o755, "/etc/snapdedupe.conf": 0o644,
-            **{os.path.join(UNIT_DIR, u): 0o644 for u in UNITS},
-        }
-        for path, mode in files.items():
+    def install(self, r, deb):
+        rc, out = run_out(["dpkg", "-i", deb], env=self.env)
+        r.check("dpkg -i: exit 0", rc == 0, out[-800:])
+        for path, mode in INSTALLED_FILES.items():
             ok = os.path.isfile(path) and stat.S_IMODE(os.stat(path).st_mode) == mode
             r.check(f"installed {path} ({oct(mode)})", ok)
         st = os.stat(STATE) if os.path.isdir(STATE) else None
         r.check(f"{STATE} exists, mode 0700", st is not None and stat.S_IMODE(st.st_mode) == 0o700)
+
+    def check_installed(self, r):
         ver = subprocess.run(["/usr/sbin/snapdedupe", "--version"], stdout=subprocess.PIPE)
         r.check("the installed binary runs", ver.returncode == 0 and ver.stdout.startswith(b"snapdedupe "))
         man = subprocess.run(["man", "-w", "8", "snapdedupe"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -128,58 +144,47 @@ def main():
                 comp.stderr.decode())
         r.check("the daily timer is enabled",
                 os.path.islink("/etc/systemd/system/timers.target.wants/snapdedupe.timer"))
-        p = subprocess.run(["systemd-analyze", "verify", *[os.path.join(UNIT_DIR, u) for u in UNITS]],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        r.check("systemd-analyze verify of every installed unit: clean", p.returncode == 0 and not p.stdout.strip(),
-                p.stdout.decode())
+        rc, out = run_out(["systemd-analyze", "verify", *[os.path.join(UNIT_DIR, u) for u in UNITS]])
+        r.check("systemd-analyze verify of every installed unit: clean", rc == 0 and not out.strip(), out)
         r.check("snapdedupe-btrbk.service runs the same [Service] as snapdedupe.service",
                 service_section(os.path.join(UNIT_DIR, UNITS[0])) == service_section(os.path.join(UNIT_DIR, UNITS[2])))
 
-        with ws:
-            r.section("the snapper flow through the installed files")
-            uuid_of = {}
+    def snapper_flow(self, r, ws):
+        def default_db(fs):
+            self.made_index.append(os.path.join(STATE, f"{fs_uuid(fs.mnt)}.sqlite"))
+            return self.made_index[-1]
 
-            def default_db(fs):
-                uuid = sh_out("btrfs", "filesystem", "show", fs.mnt).split("uuid:", 1)[1].split()[0]
-                uuid_of[fs.mnt] = uuid
-                made_index.append(os.path.join(STATE, f"{uuid}.sqlite"))
-                return made_index[-1]
+        run_flow(r, ws, "/usr/sbin/snapdedupe", STATE, default_db, figures=self.figures)
+        r.check("the run used the default index /var/lib/snapdedupe/<fs-uuid>.sqlite",
+                self.made_index and os.path.isfile(self.made_index[-1]), str(self.made_index))
 
-            run_flow(r, ws, "/usr/sbin/snapdedupe", STATE, default_db, figures=figures)
-            r.check("the run used the default index /var/lib/snapdedupe/<fs-uuid>.sqlite",
-                    made_index and os.path.isfile(made_index[-1]), str(made_index))
-        left = ws.leaks()
-        r.check("cleanup: no mounts, loop devices or temp dirs left", left == [], "; ".join(left))
-
-        r.section("dpkg --purge")
-        p = subprocess.run(["dpkg", "--purge", PACKAGE], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           timeout=600)
-        out = p.stdout.decode()
-        r.check("dpkg --purge: exit 0", p.returncode == 0 and not installed(), out[-800:])
+    def purge(self, r):
+        rc, out = run_out(["dpkg", "--purge", PACKAGE], env=self.env)
+        r.check("dpkg --purge: exit 0", rc == 0 and not installed(), out[-800:])
         after = tree()
-        extra = sorted(after - before)
-        index = set(made_index) | {m + s for m in made_index for s in ("-wal", "-shm")}
-        allowed = index | ({STATE} if not state_existed else set())
+        extra = sorted(after - self.before)
+        index = set(self.made_index) | {m + s for m in self.made_index for s in ("-wal", "-shm")}
+        allowed = index | ({STATE} if not self.state_existed else set())
         r.check("nothing left behind but the index", set(extra) <= allowed and any(e in index for e in extra),
                 f"left: {extra}")
-        gone = sorted(before - after)
+        gone = sorted(self.before - after)
         r.check("nothing that was there before is gone", gone == [], str(gone[:10]))
-    except BaseException as e:
-        r.error("test raised", e)
-        traceback.print_exc()
-    finally:
-        ws.cleanup()
-        remove_lock_files([figures["uuid"]] if "uuid" in figures else [])
+
+    def cleanup(self):
+        remove_lock_files([self.figures.get("uuid")])
         if installed():
-            subprocess.run(["dpkg", "--purge", PACKAGE], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for f in made_index:  # the index is the test's own residue
+            subprocess.run(["dpkg", "--purge", PACKAGE], env=self.env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+        for f in self.made_index:  # the index is the test's own residue
             for s in ("", "-wal", "-shm"):
                 if os.path.exists(f + s):
                     os.unlink(f + s)
-        if not state_existed and os.path.isdir(STATE):
+        if not self.state_existed and os.path.isdir(STATE):
             subprocess.run(["rm", "-rf", STATE])
-    return r.finish()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    args, _ = parse_args(PROG, __doc__, options=[
+        ("--build-dir", dict(required=True, help="the CMake build directory (cpack runs there)"))])
+    test = PackageTest(args.build_dir)
+    run_test(PROG, "snapdedupe-test_package", test.body, after=test.cleanup)

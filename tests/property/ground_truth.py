@@ -18,8 +18,9 @@ inode's names in NEW. Chunk granularity is what the change set promises: btrfs r
 import bisect
 import fcntl
 import os
-import stat
 import struct
+
+from snaptest import merge_ranges, regular_files
 
 CHUNK = 4096
 FS_IOC_GETVERSION = 0x80087601  # _IOR('v', 1, long): btrfs returns the inode generation
@@ -33,17 +34,9 @@ def generation(path):
         os.close(fd)
 
 
-def regular_files(root):
-    """(ino, generation) -> sorted relative paths of the regular files under root."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            if stat.S_ISREG(st.st_mode):
-                key = (st.st_ino, generation(path))
-                out.setdefault(key, []).append(os.path.relpath(path, root))
-    return {k: sorted(v) for k, v in out.items()}
+def inode_generation(path, st):
+    """The key of a file in both snapshots: its inode number and generation."""
+    return st.st_ino, generation(path)
 
 
 def read_file(root, rel):
@@ -69,24 +62,11 @@ def changed_chunks(old, new):
     return out
 
 
-def merge(ranges):
-    out = []
-    for off, n in sorted(ranges):
-        if n <= 0:
-            continue
-        if out and off <= out[-1][0] + out[-1][1]:
-            end = max(out[-1][0] + out[-1][1], off + n)
-            out[-1] = (out[-1][0], end - out[-1][0])
-        else:
-            out.append((off, n))
-    return out
-
-
 def uncovered(required, flagged):
     """The parts of the required ranges that no flagged range covers; flagged is merged."""
     starts = [off for off, _ in flagged]
     missing = []
-    for off, n in merge(required):
+    for off, n in merge_ranges(required):
         pos, end = off, off + n
         i = max(bisect.bisect_right(starts, pos) - 1, 0)
         while pos < end:
@@ -110,8 +90,8 @@ class Comparison:
 
     def __init__(self, old_root, new_root):
         self.new_root = new_root
-        old_files = regular_files(old_root)
-        self.new_files = regular_files(new_root)
+        old_files = regular_files(old_root, key=inode_generation)
+        self.new_files = regular_files(new_root, key=inode_generation)
         self.truth = {}
         for key, names in self.new_files.items():
             old = read_file(old_root, old_files[key][0]) if key in old_files else None
@@ -137,9 +117,9 @@ class Comparison:
             flagged.setdefault(key, []).extend((off, n) for off, n in entry["ranges"])
         self.false_negatives = []
         for key, t in sorted(self.truth.items()):
-            missing = uncovered(t["chunks"], merge(flagged.get(key, [])))
+            missing = uncovered(t["chunks"], merge_ranges(flagged.get(key, [])))
             if missing:
                 self.false_negatives.append({"names": t["names"], "created": t["created"],
                                              "missing": missing,
-                                             "flagged": merge(flagged.get(key, []))})
+                                             "flagged": merge_ranges(flagged.get(key, []))})
         return self

@@ -18,8 +18,8 @@ import random
 import struct
 import subprocess
 
-KiB = 1024
-MiB = 1024 * KiB
+from snaptest import KiB, MiB
+
 BLOCK = 4 * KiB
 MAX_FILE = 3 * MiB           # keeps a 2000-operation run within a small loop filesystem
 MAX_WRITE = 192 * KiB
