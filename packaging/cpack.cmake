@@ -9,6 +9,15 @@
 #   /etc/snapdedupe.conf (a conffile)                 packaging/snapdedupe.conf
 #   /var/lib/snapdedupe/                              the indexes and the plugin's queue
 # Units go to /lib/systemd/system, where Debian 12's own packages put theirs.
+#
+# Paths come from GNUInstallDirs (included by the top-level CMakeLists.txt): relative ones land
+# under CPACK_PACKAGING_INSTALL_PREFIX (/usr); with CMAKE_INSTALL_PREFIX /usr (the default),
+# CMAKE_INSTALL_FULL_SYSCONFDIR is /etc and CMAKE_INSTALL_FULL_LOCALSTATEDIR is /var. GNUInstallDirs
+# has no directory for systemd units nor snapper plugins: those two are cache variables.
+set(SNAPDEDUPE_SYSTEMD_UNITDIR /lib/systemd/system CACHE PATH
+    "Where the systemd units are installed (absolute, or relative to the install prefix)")
+set(SNAPDEDUPE_SNAPPER_PLUGINDIR lib/snapper/plugins CACHE PATH
+    "snapper's plugin directory (absolute, or relative to the install prefix)")
 
 set(SNAPDEDUPE_PACKAGING_DIR ${CMAKE_CURRENT_LIST_DIR})
 
@@ -21,16 +30,16 @@ add_custom_command(
     VERBATIM)
 add_custom_target(snapdedupe_manpage ALL DEPENDS ${CMAKE_BINARY_DIR}/snapdedupe.8.gz)
 
-install(FILES ${CMAKE_BINARY_DIR}/snapdedupe.8.gz DESTINATION share/man/man8)
+install(FILES ${CMAKE_BINARY_DIR}/snapdedupe.8.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man8)
 install(FILES ${SNAPDEDUPE_PACKAGING_DIR}/snapdedupe.bash-completion
-        DESTINATION share/bash-completion/completions RENAME snapdedupe)
+        DESTINATION ${CMAKE_INSTALL_DATADIR}/bash-completion/completions RENAME snapdedupe)
 install(FILES ${SNAPDEDUPE_PACKAGING_DIR}/snapdedupe.service ${SNAPDEDUPE_PACKAGING_DIR}/snapdedupe.timer
               ${SNAPDEDUPE_PACKAGING_DIR}/snapdedupe-btrbk.service
-        DESTINATION /lib/systemd/system)
+        DESTINATION ${SNAPDEDUPE_SYSTEMD_UNITDIR})
 install(PROGRAMS ${SNAPDEDUPE_PACKAGING_DIR}/snapper-plugin
-        DESTINATION lib/snapper/plugins RENAME 50-snapdedupe)
-install(FILES ${SNAPDEDUPE_PACKAGING_DIR}/snapdedupe.conf DESTINATION /etc)
-install(DIRECTORY DESTINATION /var/lib/snapdedupe
+        DESTINATION ${SNAPDEDUPE_SNAPPER_PLUGINDIR} RENAME 50-snapdedupe)
+install(FILES ${SNAPDEDUPE_PACKAGING_DIR}/snapdedupe.conf DESTINATION ${CMAKE_INSTALL_FULL_SYSCONFDIR})
+install(DIRECTORY DESTINATION ${CMAKE_INSTALL_FULL_LOCALSTATEDIR}/lib/snapdedupe
         DIRECTORY_PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE)
 
 set(CPACK_GENERATOR DEB)
@@ -44,6 +53,11 @@ ones) and shares it again with FIDEDUPERANGE. It reads only what changed since t
 snapshot, from a metadata-only btrfs send. Includes a snapper plugin, a daily systemd timer
 and a unit to run after btrbk.")
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
+if(NOT CMAKE_INSTALL_PREFIX STREQUAL CPACK_PACKAGING_INSTALL_PREFIX)
+  message(WARNING "CMAKE_INSTALL_PREFIX is ${CMAKE_INSTALL_PREFIX}: the .deb would put the config in "
+                  "${CMAKE_INSTALL_FULL_SYSCONFDIR} and the state in ${CMAKE_INSTALL_FULL_LOCALSTATEDIR}, "
+                  "not /etc and /var (configure with the default prefix /usr to package)")
+endif()
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION admin)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)

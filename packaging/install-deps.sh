@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages snapdedupe needs to build, run and test. Run as root.
 set -euo pipefail
 packages=(
-    # build
+    # build (g++ brings libasan8 and libubsan1 for the sanitizer tree of tests/run-all.sh)
     cmake g++ make pkg-config
     libbtrfsutil-dev libboost-program-options-dev libzstd-dev libsqlite3-dev libxxhash-dev doctest-dev
     # run
@@ -11,6 +11,7 @@ packages=(
     python3 util-linux coreutils
     snapper btrbk systemd man-db dpkg-dev file  # snapper/btrbk/package tests: systemd-analyze, cpack's dpkg-shlibdeps
     clang-14 libclang-rt-14-dev  # libFuzzer, ASan, UBSan for tests/fuzz/run-fuzz.sh
+    mmdebstrap systemd-container  # test_systemd: a cached Debian rootfs booted with systemd-nspawn
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Fuzzes the send-stream parser and the change-set builder for ${FUZZ_SECONDS:-60} seconds.
 #
-# Builds tests/fuzz/fuzz_send_stream.cpp with clang, libFuzzer, ASan and UBSan straight from
-# the few sources it needs (no cmake: the rest of the project is built with g++), seeds a
-# scratch corpus with the committed fixture streams and earlier regressions, and runs it.
+# Configures a clang build of the project with SNAPDEDUPE_FUZZ=ON (the libraries with
+# -fsanitize=fuzzer-no-link,address,undefined), builds its fuzz_send_stream target
+# (tests/fuzz/CMakeLists.txt: tests/fuzz/fuzz_send_stream.cpp linked with snapdedupe_snapshots
+# and -fsanitize=fuzzer), seeds a scratch corpus with the committed fixture streams and
+# earlier regressions, and runs it.
 # A crash, sanitizer report, leak, unexpected exception or hang fails this script; the input
 # that caused it is copied to tests/fixtures/fuzz-regressions/ for the developer to commit
 # (tests/unit/test_fuzz_regressions.cpp then replays it on every build).
@@ -11,6 +13,8 @@
 #   tests/fuzz/run-fuzz.sh                    # CI: 60 s
 #   FUZZ_SECONDS=3600 tests/fuzz/run-fuzz.sh  # a longer hunt
 #   FUZZ_JOBS=4 ...                           # parallel fuzzing processes (default 1)
+#   FUZZ_BUILD_DIR=DIR ...                    # keep the clang build there (default: a scratch
+#                                             # directory; ctest passes fuzz-clang/ of its tree)
 #
 # Needs clang-14 and libclang-rt-14-dev (packaging/install-deps.sh installs them).
 set -euo pipefail
@@ -30,18 +34,23 @@ if [ -z "$cxx" ]; then
     exit 1
 fi
 
+# The C compiler beside it (clang++-14 -> clang-14), for CC; the project is C++ only.
+cc=${cxx/clang++/clang}
+
 work=$(mktemp -d /tmp/snapdedupe-fuzz.XXXXXX)
 trap 'rm -rf "$work"' EXIT
+build=${FUZZ_BUILD_DIR:-$work/build}
 
-# -O1 -g as libFuzzer's docs advise: fast enough, and reports carry line numbers. UBSan
-# errors abort (no recover), so they count as crashes instead of scrolling by.
-# shellcheck disable=SC2054 # the commas belong to -fsanitize=
-sanitize=(-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
-"$cxx" -std=c++20 -O1 -g "${sanitize[@]}" -I"$root" \
-    "$root/tests/fuzz/fuzz_send_stream.cpp" \
-    "$root/snapshots/send_stream.cpp" "$root/snapshots/change_set.cpp" \
-    "$root/snapshots/crc32c.cpp" "$root/snapshots/kernel/sys_error.cpp" \
-    -o "$work/fuzz_send_stream"
+# -O1 -g as libFuzzer's docs advise: fast enough, and reports carry line numbers (and, as
+# before, no -DNDEBUG). UBSan errors abort (no recover; the top-level CMakeLists.txt), so they
+# count as crashes instead of scrolling by. Only the fuzz target and the libraries it links
+# are built.
+CC=$cc CXX=$cxx cmake -S "$root" -B "$build" -DSNAPDEDUPE_FUZZ=ON -DBUILD_TESTING=OFF \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" >"$work/configure.log" 2>&1 ||
+    { cat "$work/configure.log" >&2; echo "run-fuzz.sh: configuring the clang build in $build failed" >&2; exit 1; }
+cmake --build "$build" --target fuzz_send_stream -j"$(nproc)" >"$work/build.log" 2>&1 ||
+    { tail -n 60 "$work/build.log" >&2; echo "run-fuzz.sh: building fuzz_send_stream in $build failed" >&2; exit 1; }
+cp "$build/tests/fuzz/fuzz_send_stream" "$work/fuzz_send_stream"
 
 mkdir -p "$work/corpus" "$work/artifacts"
 cp "$root"/tests/fixtures/streams/*.stream "$work/corpus/"
