@@ -1,7 +1,7 @@
 #include "index/block_hasher.h"
 
-#include "snapshots/kernel/extent_items.h"
-#include "snapshots/kernel/sys_error.h"
+#include "snapshots/kernel/tree_search.h"
+#include "snapshots/kernel/error.h"
 
 #include <linux/fiemap.h>
 #include <sys/stat.h>
@@ -21,22 +21,6 @@ constexpr uint32_t kNotDedupable = FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLO
                                    FIEMAP_EXTENT_UNWRITTEN | FIEMAP_EXTENT_NOT_ALIGNED |
                                    FIEMAP_EXTENT_DATA_ENCRYPTED | FIEMAP_EXTENT_DATA_TAIL;
 
-// Block starts covering `ranges`, aligned to kBlockSize and deduplicated, in order.
-std::vector<uint64_t> block_starts(uint64_t file_size, const std::vector<FileRange>& ranges)
-{
-    std::vector<uint64_t> starts;
-    for (const FileRange& r : ranges) {
-        if (r.length == 0 || r.offset >= file_size)
-            continue;
-        uint64_t end = std::min(file_size, r.offset + r.length);
-        for (uint64_t b = r.offset / kBlockSize * kBlockSize; b < end; b += kBlockSize)
-            starts.push_back(b);
-    }
-    std::sort(starts.begin(), starts.end());
-    starts.erase(std::unique(starts.begin(), starts.end()), starts.end());
-    return starts;
-}
-
 // Whether [begin, end) is covered without gaps by dedupable extents from `extents`.
 bool fully_backed(const std::vector<FileExtent>& extents, uint64_t begin, uint64_t end)
 {
@@ -55,21 +39,36 @@ bool fully_backed(const std::vector<FileExtent>& extents, uint64_t begin, uint64
 
 } // namespace
 
-std::vector<DataBlock> dedupable_blocks(int fd, uint64_t file_size, const std::vector<FileRange>& ranges,
-                                        const std::string& name)
+std::vector<uint64_t> block_starts(uint64_t file_size, const std::vector<FileRange>& ranges)
+{
+    std::vector<uint64_t> starts;
+    for (const FileRange& r : ranges) {
+        if (r.length == 0 || r.offset >= file_size)
+            continue;
+        uint64_t end = std::min(file_size, r.offset + r.length);
+        for (uint64_t b = r.offset / kBlockSize * kBlockSize; b < end; b += kBlockSize)
+            starts.push_back(b);
+    }
+    std::sort(starts.begin(), starts.end());
+    starts.erase(std::unique(starts.begin(), starts.end()), starts.end());
+    return starts;
+}
+
+std::vector<DataBlock> dedupable_blocks(const LabeledFd& file, uint64_t file_size,
+                                        const std::vector<FileRange>& ranges)
 {
     std::vector<uint64_t> starts = block_starts(file_size, ranges);
     if (starts.empty())
         return {};
     uint64_t first = starts.front();
     uint64_t last_end = std::min(file_size, starts.back() + kBlockSize);
-    std::vector<FileExtent> extents = file_extents(fd, first, last_end - first, name);
+    std::vector<FileExtent> extents = file_extents(file, first, last_end - first);
     // The file extent items give each block's extent generation, and for compressed extents
     // the exact key (see below): one tree search per file.
     struct stat st;
-    check_sys(::fstat(fd, &st), "stat", name);
+    check_sys(::fstat(file.get(), &st), "stat", file.label());
     uint64_t items_from = extents.empty() ? first : std::min(first, extents.front().logical);
-    std::vector<FileExtentItem> items = file_extent_items(fd, 0, st.st_ino, items_from, last_end - 1);
+    std::vector<FileExtentItem> items = file_extent_items(file, 0, st.st_ino, items_from, last_end - 1);
 
     std::vector<DataBlock> blocks;
     auto it = extents.begin();
@@ -110,17 +109,17 @@ std::vector<DataBlock> dedupable_blocks(int fd, uint64_t file_size, const std::v
     return blocks;
 }
 
-uint64_t hash_block(int fd, const DataBlock& block, std::vector<uint8_t>& buffer, const std::string& name)
+uint64_t hash_block(const LabeledFd& file, const DataBlock& block, std::vector<uint8_t>& buffer)
 {
     buffer.resize(block.length);
     size_t done = 0;
     while (done < block.length) {
-        ssize_t n = ::pread(fd, buffer.data() + done, block.length - done, static_cast<off_t>(block.file_offset + done));
+        ssize_t n = ::pread(file.get(), buffer.data() + done, block.length - done, static_cast<off_t>(block.file_offset + done));
         if (n < 0 && errno == EINTR)
             continue;
-        check_sys(n, "reading", name);
+        check_sys(n, "reading", file.label());
         if (n == 0)
-            throw std::runtime_error("reading " + name + ": file shorter than its extent map");
+            throw SysError("reading", file.label() + " (shorter than its extent map)", EIO);
         done += static_cast<size_t>(n);
     }
     return XXH3_64bits(buffer.data(), block.length);

@@ -6,40 +6,6 @@ namespace snapdedupe {
 
 namespace {
 
-const char* const kSchema = R"sql(
-CREATE TABLE snapshots (
-    uuid          TEXT PRIMARY KEY,
-    root_id       INTEGER NOT NULL,
-    lineage       TEXT NOT NULL,
-    otransid      INTEGER NOT NULL,
-    path          TEXT NOT NULL,
-    processed_at  INTEGER NOT NULL,
-    changed_bytes INTEGER NOT NULL,
-    changed_paths BLOB NOT NULL            -- zstd: NUL-separated paths of the change set
-);
-CREATE TABLE blocks (
-    id            INTEGER PRIMARY KEY,     -- insertion order; the lowest id is the keeper
-    extent        INTEGER NOT NULL,
-    extent_offset INTEGER NOT NULL,
-    length        INTEGER NOT NULL,
-    hash          INTEGER NOT NULL,        -- xxh3-64 of the bytes
-    root_id       INTEGER NOT NULL,
-    inode         INTEGER NOT NULL,
-    inode_gen     INTEGER NOT NULL,
-    file_offset   INTEGER NOT NULL,
-    extent_gen    INTEGER NOT NULL,        -- transaction that wrote the extent: tells reuse of an address
-    UNIQUE (extent, extent_offset)
-);
-CREATE INDEX blocks_by_hash ON blocks (hash, length);
-CREATE TABLE deferred (                 -- references left busy (EAGAIN) for the next run
-    root_id INTEGER NOT NULL, inode INTEGER NOT NULL, inode_gen INTEGER NOT NULL,
-    file_offset INTEGER NOT NULL, length INTEGER NOT NULL,
-    keeper_root INTEGER NOT NULL, keeper_inode INTEGER NOT NULL, keeper_gen INTEGER NOT NULL,
-    keeper_offset INTEGER NOT NULL, keeper_extent INTEGER NOT NULL, keeper_extent_offset INTEGER NOT NULL,
-    PRIMARY KEY (root_id, inode, file_offset)
-);
-)sql";
-
 // The columns every query that returns whole blocks selects, in the order block_row reads.
 const char* const kBlockColumns =
     "id, extent, extent_offset, length, hash, root_id, inode, inode_gen, file_offset, extent_gen";
@@ -52,27 +18,8 @@ IndexedBlock block_row(const Statement& st)
     b.key = {u(1), u(2), u(9)};
     b.length = u(3);
     b.hash = u(4);
-    b.where = {u(5), u(6), u(7), u(8)};
+    b.where = {{u(5), u(6), u(7)}, u(8)};
     return b;
-}
-
-Database& prepared(Database& db)
-{
-    db.exec("PRAGMA journal_mode=WAL");
-    db.exec("PRAGMA synchronous=NORMAL");
-    int64_t version = db.scalar("PRAGMA user_version");
-    if (version == 0) {
-        if (db.scalar("SELECT count(*) FROM sqlite_master") != 0)
-            throw IndexError("index " + db.path() + ": not a snapdedupe index (no schema version)");
-        Transaction tx(db);
-        db.exec(kSchema);
-        db.exec("PRAGMA user_version=" + std::to_string(BlockIndex::kSchemaVersion));
-        tx.commit();
-    } else if (version != BlockIndex::kSchemaVersion) {
-        throw IndexError("index " + db.path() + ": schema version " + std::to_string(version) +
-                         " is not the version " + std::to_string(BlockIndex::kSchemaVersion) + " this snapdedupe uses");
-    }
-    return db;
 }
 
 std::string join_paths(const std::vector<std::string>& paths)
@@ -88,7 +35,7 @@ std::string join_paths(const std::vector<std::string>& paths)
 } // namespace
 
 BlockIndex::BlockIndex(Database& db)
-    : db_(prepared(db)),
+    : db_(db),
       knows_snapshot_(db.prepare("SELECT 1 FROM snapshots WHERE uuid = ?1")),
       knows_block_(db.prepare("SELECT id, extent_gen FROM blocks WHERE extent = ?1 AND extent_offset = ?2")),
       find_copies_(db.prepare(std::string("SELECT ") + kBlockColumns + " "
@@ -137,7 +84,8 @@ void BlockIndex::add_block(const BlockKey& key, uint64_t length, uint64_t hash, 
 {
     add_block_.reset();
     add_block_.bind(1, key.extent).bind(2, key.extent_offset).bind(3, length).bind(4, hash);
-    add_block_.bind(5, where.root).bind(6, where.inode).bind(7, where.inode_gen).bind(8, where.file_offset);
+    add_block_.bind(5, where.file.root).bind(6, where.file.inode).bind(7, where.file.generation);
+    add_block_.bind(8, where.file_offset);
     add_block_.bind(9, key.generation);
     add_block_.run();
 }
@@ -181,30 +129,51 @@ void BlockIndex::add_deferred(const DeferredMove& m)
 {
     Statement st = db_.prepare("INSERT OR REPLACE INTO deferred (root_id, inode, inode_gen, file_offset, length, "
                                "keeper_root, keeper_inode, keeper_gen, keeper_offset, keeper_extent, "
-                               "keeper_extent_offset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
-    st.bind(1, m.where.root).bind(2, m.where.inode).bind(3, m.where.inode_gen).bind(4, m.where.file_offset);
-    st.bind(5, m.length).bind(6, m.keeper.root).bind(7, m.keeper.inode).bind(8, m.keeper.inode_gen);
+                               "keeper_extent_offset, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
+    st.bind(1, m.where.file.root).bind(2, m.where.file.inode).bind(3, m.where.file.generation);
+    st.bind(4, m.where.file_offset).bind(5, m.length);
+    st.bind(6, m.keeper.file.root).bind(7, m.keeper.file.inode).bind(8, m.keeper.file.generation);
     st.bind(9, m.keeper.file_offset).bind(10, m.keeper_key.extent).bind(11, m.keeper_key.extent_offset);
+    st.bind(12, int64_t{m.error});
     st.run();
 }
 
-std::vector<DeferredMove> BlockIndex::take_deferred()
+void BlockIndex::settle_deferred(const BlockLocation& where)
+{
+    Statement st = db_.prepare("DELETE FROM deferred WHERE root_id = ?1 AND inode = ?2 AND file_offset = ?3");
+    st.bind(1, where.file.root).bind(2, where.file.inode).bind(3, where.file_offset);
+    st.run();
+}
+
+std::vector<DeferredMove> BlockIndex::deferred()
 {
     Statement st = db_.prepare("SELECT root_id, inode, inode_gen, file_offset, length, keeper_root, keeper_inode, "
-                               "keeper_gen, keeper_offset, keeper_extent, keeper_extent_offset FROM deferred "
+                               "keeper_gen, keeper_offset, keeper_extent, keeper_extent_offset, error FROM deferred "
                                "ORDER BY root_id, inode, file_offset");
     std::vector<DeferredMove> out;
     auto u = [&](int col) { return static_cast<uint64_t>(st.int64(col)); };
     while (st.step()) {
         DeferredMove m;
-        m.where = {u(0), u(1), u(2), u(3)};
+        m.where = {{u(0), u(1), u(2)}, u(3)};
         m.length = u(4);
-        m.keeper = {u(5), u(6), u(7), u(8)};
+        m.keeper = {{u(5), u(6), u(7)}, u(8)};
         m.keeper_key = {u(9), u(10)};
+        m.error = static_cast<int>(st.int64(11));
         out.push_back(m);
     }
-    db_.exec("DELETE FROM deferred");
     return out;
+}
+
+std::optional<IndexedBlock> BlockIndex::block_at(const BlockKey& key)
+{
+    Statement st = db_.prepare(std::string("SELECT ") + kBlockColumns +
+                               " FROM blocks WHERE extent = ?1 AND extent_offset = ?2");
+    st.bind(1, key.extent).bind(2, key.extent_offset);
+    std::optional<IndexedBlock> found;
+    if (st.step())
+        found = block_row(st);
+    st.reset();
+    return found;
 }
 
 int64_t BlockIndex::block_count()
@@ -245,7 +214,8 @@ void BlockIndex::move_block(int64_t id, const BlockLocation& where)
 {
     Statement st = db_.prepare("UPDATE blocks SET root_id = ?2, inode = ?3, inode_gen = ?4, file_offset = ?5 "
                                "WHERE id = ?1");
-    st.bind(1, id).bind(2, where.root).bind(3, where.inode).bind(4, where.inode_gen).bind(5, where.file_offset);
+    st.bind(1, id).bind(2, where.file.root).bind(3, where.file.inode).bind(4, where.file.generation);
+    st.bind(5, where.file_offset);
     st.run();
 }
 

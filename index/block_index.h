@@ -7,6 +7,8 @@
 #pragma once
 
 #include "index/sqlite_db.h"
+#include "snapshots/kernel/error.h"
+#include "snapshots/kernel/file_handle.h"
 
 #include <cstdint>
 #include <optional>
@@ -32,12 +34,10 @@ struct BlockKey {
     bool operator==(const BlockKey&) const = default;
 };
 
-// One place the block's bytes can be opened: inode `inode` (generation `inode_gen`) of
-// subvolume `root`, at `file_offset`. Opened by file handle, never by path.
+// One place the block's bytes can be opened: `file` at `file_offset`. Opened by file
+// handle, never by path.
 struct BlockLocation {
-    uint64_t root = 0;
-    uint64_t inode = 0;
-    uint64_t inode_gen = 0;
+    InodeHandle file;
     uint64_t file_offset = 0;
 };
 
@@ -59,27 +59,21 @@ struct ProcessedSnapshot {
     std::vector<std::string> changed_paths;
 };
 
-// A range whose extent could not be freed because a `btrfs send` was reading a root that
-// references it (EAGAIN): a reference that did not move, and the keeper bytes to move it
-// onto. Retried at the end of the run, then in the next run.
+// The intent journal: a move of a reference onto its keeper, written down (and committed)
+// before the first reference of its extent moves, and removed only once it has moved, or its
+// file was found gone, or its bytes different. A run killed in between, a busy root (EAGAIN),
+// or an error leaves it here, and the next run (or the end of this one) finishes it.
 struct DeferredMove {
-    BlockLocation where;  // the reference, in the busy subvolume
+    BlockLocation where; // the reference
     uint64_t length = 0;
     BlockLocation keeper;
-    BlockKey keeper_key;
-};
-
-// The index file cannot be used: newer schema, not ours, or damaged.
-class IndexError : public std::runtime_error {
-public:
-    using std::runtime_error::runtime_error;
+    BlockKey keeper_key; // where the keeper's bytes are on disk (extent and offset; no generation)
+    int error = 0;       // why it is still here: 0 not settled yet, EAGAIN busy, else the errno
 };
 
 class BlockIndex {
 public:
-    static constexpr int kSchemaVersion = 1;
-
-    // Creates the schema in an empty database, or checks an existing one.
+    // `db` holds the schema: open it with open_index (index/index_file.h).
     explicit BlockIndex(Database& db);
 
     bool knows_snapshot(const std::string& uuid);
@@ -93,9 +87,14 @@ public:
     void forget_block(int64_t id);
     void add_snapshot(const ProcessedSnapshot& snapshot);
     std::vector<std::string> changed_paths(const std::string& uuid);
+    // Records (or updates) the move of the reference at `move.where`.
     void add_deferred(const DeferredMove& move);
-    // All deferred moves, removed from the index: the caller adds back those still busy.
-    std::vector<DeferredMove> take_deferred();
+    // The move of the reference at `where` is settled: it leaves the journal.
+    void settle_deferred(const BlockLocation& where);
+    // Every move in the journal. They stay there until settled.
+    std::vector<DeferredMove> deferred();
+    // The indexed block at this disk address (any generation), if any: where a keeper is now.
+    std::optional<IndexedBlock> block_at(const BlockKey& key);
     int64_t block_count();
 
     // Forgetting deleted snapshots (plugin/snapshot_forgetter.h decides which and where their

@@ -130,6 +130,14 @@ int64_t Database::scalar(std::string_view sql)
     return value;
 }
 
+void Database::make_durable()
+{
+    if (sqlite3_get_autocommit(db_))
+        return;
+    exec("COMMIT");
+    exec("BEGIN IMMEDIATE");
+}
+
 Transaction::Transaction(Database& db) : db_(db)
 {
     db_.exec("BEGIN IMMEDIATE");

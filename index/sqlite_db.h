@@ -1,6 +1,8 @@
 // A small RAII layer over SQLite: one connection, prepared statements, transactions.
 #pragma once
 
+#include "snapshots/kernel/error.h"
+
 #include <sqlite3.h>
 
 #include <cstdint>
@@ -11,10 +13,15 @@
 
 namespace snapdedupe {
 
-// Any SQLite failure. `corrupt()` tells a damaged or foreign file from a transient error.
-class SqliteError : public std::runtime_error {
+// Any SQLite failure. A damaged or foreign file makes the index unusable (exit code 5); any
+// other failure is a failure of the run.
+class SqliteError : public Error {
 public:
-    SqliteError(const std::string& what, int code) : std::runtime_error(what), code_(code) {}
+    SqliteError(const std::string& what, int code)
+        : Error(code == SQLITE_CORRUPT || code == SQLITE_NOTADB ? ExitCode::kBadIndex : ExitCode::kFailure, what),
+          code_(code)
+    {
+    }
     int code() const { return code_; }
     bool corrupt() const { return code_ == SQLITE_CORRUPT || code_ == SQLITE_NOTADB; }
 
@@ -60,6 +67,9 @@ public:
     void exec(const std::string& sql);
     Statement prepare(std::string_view sql) { return Statement(db_, sql); }
     int64_t scalar(std::string_view sql);
+    // Commits what the open transaction holds so far and opens the next one, so that it
+    // survives a kill; outside a transaction every statement is durable already.
+    void make_durable();
     const std::string& path() const { return path_; }
 
 private:

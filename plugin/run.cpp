@@ -1,17 +1,23 @@
 #include "plugin/run.h"
 
 #include "index/block_index.h"
+#include "index/index_file.h"
 #include "plugin/upkeep/maintenance_lock.h"
 #include "plugin/upkeep/snapshot_forgetter.h"
+#include "plugin/dedupe/kernel_queries.h"
+#include "plugin/dedupe/move_journal.h"
 #include "plugin/dedupe/snapshot_pass.h"
 #include "snapshots/snapshot_list.h"
-#include "snapshots/kernel/sys_error.h"
+#include "snapshots/kernel/error.h"
+#include "snapshots/kernel/filesystem.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <iostream>
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -23,122 +29,175 @@ namespace snapdedupe {
 
 namespace {
 
-struct Filesystem {
-    std::string uuid;
-    std::string first_path;
-    LabeledFd fd; // any directory on it: ioctls and open-by-handle go through this
+// EAGAIN means a `btrfs send` is reading a root, usually for longer than a short wait: its
+// moves stay in the journal, which the end of the run retries within this budget before
+// leaving them for the next run.
+constexpr std::chrono::milliseconds kBusyBudget{15000};
+
+void finish_journal(SnapshotPass& pass, Database& db, bool dry_run, std::chrono::milliseconds budget, bool final,
+                    RunReport& report)
+{
+    std::optional<Transaction> tx;
+    if (!dry_run)
+        tx.emplace(db);
+    report.dedupe.add(pass.finish_journal(budget, final));
+    if (tx)
+        tx->commit();
+}
+
+// One filesystem's share of the run: the filesystem (through the first PATH on it) and the
+// snapshots found on it.
+struct FilesystemWork {
+    Filesystem fs;
     std::vector<Snapshot> snapshots;
 };
 
-// The filesystem `path` is on, registered in `by_uuid` on first sight.
-Filesystem& filesystem_of(const std::string& path, std::map<std::string, Filesystem>& by_uuid)
+// Opens each PATH once: its snapshots are found through that fd, and the first PATH on a
+// filesystem becomes that filesystem's fd. `forget_on`: paths on filesystems to visit only
+// to forget deleted snapshots.
+std::vector<FilesystemWork> collect_sources(const std::vector<std::string>& paths,
+                                            const std::vector<std::string>& forget_on)
 {
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!fd)
-        throw PathError(path + ": " + std::strerror(errno));
-    std::string uuid = filesystem_uuid(fd.get(), path);
-    Filesystem& fs = by_uuid[uuid];
-    if (!fs.fd) {
-        fs.uuid = uuid;
-        fs.first_path = path;
-        fs.fd = LabeledFd(std::move(fd), path);
-    }
-    return fs;
-}
-
-// `forget_on`: paths on filesystems to visit only to forget deleted snapshots.
-std::vector<Filesystem> collect_sources(const std::vector<std::string>& paths, const std::vector<std::string>& forget_on)
-{
-    std::map<std::string, Filesystem> by_uuid;
+    std::map<std::string, FilesystemWork> by_uuid;
     std::set<std::string> seen; // a snapshot named twice is processed once
-    for (const std::string& path : paths) {
-        std::vector<Snapshot> found = find_snapshots(path);
-        Filesystem& fs = filesystem_of(path, by_uuid);
+    auto visit = [&](const std::string& path, bool find) {
+        LabeledFd dir = open_directory(path);
+        std::vector<Snapshot> found;
+        if (find)
+            found = find_snapshots(dir);
+        Filesystem fs(std::move(dir));
+        std::string uuid = fs.uuid();
+        FilesystemWork& work = by_uuid.try_emplace(uuid, FilesystemWork{std::move(fs), {}}).first->second;
         for (Snapshot& s : found)
-            if (seen.insert(fs.uuid + uuid_to_string(s.uuid)).second)
-                fs.snapshots.push_back(std::move(s));
-    }
+            if (seen.insert(uuid + uuid_to_string(s.uuid)).second)
+                work.snapshots.push_back(std::move(s));
+    };
+    for (const std::string& path : paths)
+        visit(path, true);
     for (const std::string& path : forget_on)
-        filesystem_of(path, by_uuid);
-    std::vector<Filesystem> out;
-    for (auto& [uuid, fs] : by_uuid)
-        out.push_back(std::move(fs));
+        visit(path, false);
+    std::vector<FilesystemWork> out;
+    for (auto& [uuid, work] : by_uuid)
+        out.push_back(std::move(work));
     return out;
 }
 
-// The file's size, or nothing if there is no file.
-std::optional<uint64_t> file_size(const std::string& path)
+// The default index lives in a directory of ours, made on first use.
+void make_default_index_dir(const std::string& db_path)
 {
-    struct stat st;
-    if (::stat(path.c_str(), &st) != 0)
-        return std::nullopt;
-    return static_cast<uint64_t>(st.st_size);
-}
-
-// The index of one filesystem. A dry run never writes it: it works inside one transaction
-// that is rolled back, on an in-memory database when there is no index yet.
-std::unique_ptr<Database> open_index(const std::string& path, bool dry_run)
-{
-    std::optional<uint64_t> size = file_size(path);
-    bool exists = size.has_value();
-    if (dry_run && size.value_or(0) == 0) // no index yet; an empty file would get our schema
-        return std::make_unique<Database>(":memory:", true);
-    if (!exists && path.rfind(std::string(kDefaultIndexDir) + "/", 0) == 0)
+    if (db_path.rfind(std::string(kDefaultIndexDir) + "/", 0) == 0)
         if (::mkdir(kDefaultIndexDir, 0700) != 0 && errno != EEXIST)
             throw SysError("creating", kDefaultIndexDir, errno);
-    return std::make_unique<Database>(path, !exists);
 }
 
-void add_usage(SpaceUsage& total, const SpaceUsage& u)
+// Every file is opened by handle through the filesystem's fd, so every dedupe goes through
+// that fd's mount, and the kernel refuses FIDEDUPERANGE through a read-only one (EROFS).
+// Found before anything is touched, instead of as one error per range.
+void require_writable_mount(const Filesystem& fs)
 {
-    total.data_used += u.data_used;
-    total.metadata_used += u.metadata_used;
-    total.raw_used += u.raw_used;
+    struct statvfs st;
+    check_sys(::fstatvfs(fs.fd().get(), &st), "statvfs", fs.label());
+    if (st.f_flag & ST_RDONLY)
+        throw PathError(fs.label() + ": on a read-only mount, through which the kernel refuses to dedupe; "
+                        "under systemd: systemctl edit snapdedupe.service (or snapdedupe-btrbk.service), "
+                        "[Service] ReadWritePaths=" + fs.label());
 }
 
-void run_filesystem(Filesystem& fs, const RunOptions& options, RunReport& report)
+// A snapshot deleted (or being deleted) since discovery, or its id taken by another.
+bool gone(const Filesystem& fs, const Snapshot& s)
 {
-    std::string db_path = options.db_path.empty() ? std::string(kDefaultIndexDir) + "/" + fs.uuid + ".sqlite"
-                                                   : options.db_path;
-    MaintenanceLock lock(fs.uuid, fs.first_path, options.no_wait); // scrub, balance and dedupe never overlap
-    std::unique_ptr<Database> db = open_index(db_path, options.dry_run);
-    BlockIndex index(*db);
+    std::optional<SubvolumeInfo> info = subvolume_info(fs.fd(), s.root_id);
+    return !info || info->parent_id == 0 || info->uuid != s.uuid;
+}
+
+struct LineageContext {
+    SnapshotPass& pass;
+    BlockIndex& index;
+    Database& db;
+    bool dry_run;
+};
+
+// One snapshot in one transaction: a killed run resumes at the first snapshot not committed.
+void process_snapshot(const Snapshot& snapshot, const Snapshot* parent, const Lineage& lineage,
+                      const LineageContext& ctx, RunReport& report)
+{
+    std::optional<Transaction> tx;
+    if (!ctx.dry_run)
+        tx.emplace(ctx.db);
+    SnapshotReport done = ctx.pass.process(snapshot, parent, lineage.key);
+    if (tx)
+        tx->commit();
+    report.add(done);
+}
+
+// The lineage's snapshots, oldest first, each diffed against the newest earlier one that
+// still exists. Retention may delete snapshots while we work: a snapshot deleted during the
+// run is skipped with a note (the next run diffs its successor against the one before it),
+// and a deleted predecessor is passed over. A snapshot the kernel cannot send at all (a path
+// longer than send allows: ENAMETOOLONG) is named, skipped, and fails the run at its end, so
+// it does not stop the others every night.
+void process_lineage(const Filesystem& fs, const Lineage& lineage, const LineageContext& ctx, RunReport& report)
+{
+    std::vector<const Snapshot*> earlier; // candidates for parent, newest last
+    for (const Snapshot& snapshot : lineage.snapshots) {
+        bool usable = true; // processed, or known: what it holds is in the index
+        for (;;) {
+            const Snapshot* parent = earlier.empty() ? nullptr : earlier.back();
+            if (ctx.index.knows_snapshot(uuid_to_string(snapshot.uuid)))
+                break;
+            try {
+                process_snapshot(snapshot, parent, lineage, ctx, report);
+                break;
+            } catch (const SysError& e) {
+                if (gone(fs, snapshot)) {
+                    std::cerr << "snapdedupe: " << snapshot.path << " was deleted during the run; skipped\n";
+                    break;
+                }
+                if (parent && gone(fs, *parent)) {
+                    earlier.pop_back(); // try again against the one before it
+                    continue;
+                }
+                if (e.err() != ENAMETOOLONG)
+                    throw;
+                std::cerr << "snapdedupe: " << snapshot.path << ": skipped: " << e.what() << "\n";
+                report.failures.push_back(snapshot.path + ": " + e.what());
+                usable = false; // its successor is diffed against the one before it
+                break;
+            }
+        }
+        if (usable && !gone(fs, snapshot))
+            earlier.push_back(&snapshot);
+    }
+}
+
+void run_filesystem(FilesystemWork& work, const RunOptions& options, RunReport& report)
+{
+    const Filesystem& fs = work.fs;
+    std::string db_path = options.db_path.value_or(std::string(kDefaultIndexDir) + "/" + fs.uuid() + ".sqlite");
+    MaintenanceLock lock(fs.uuid(), fs.label(), options.no_wait); // scrub, balance and dedupe never overlap
     if (!options.dry_run)
-        forget_deleted_snapshots(fs.fd, *db, index);
+        make_default_index_dir(db_path);
+    std::unique_ptr<Database> db = open_index(db_path, fs.uuid(), options.dry_run);
+    BlockIndex index(*db);
+    KernelQueries queries(fs.fd(), options.seams.after_dedupe_call()); // what the engine asks of this filesystem
+    IndexJournal journal(*db, index);
+    if (!options.dry_run)
+        forget_deleted_snapshots(queries, *db, index);
     std::optional<Transaction> dry_run_scope;
     if (options.dry_run)
         dry_run_scope.emplace(*db); // never committed
 
-    add_usage(report.before, space_usage(fs.fd.get(), fs.first_path));
-    SnapshotPass pass(fs.fd, index, metadata_geometry(fs.fd.get(), fs.first_path),
-                      {options.dry_run, options.readonly_only});
-    for (const Lineage& lineage : group_lineages(fs.snapshots)) {
-        const Snapshot* parent = nullptr;
-        for (const Snapshot& snapshot : lineage.snapshots) {
-            if (!index.knows_snapshot(uuid_to_string(snapshot.uuid))) {
-                // One transaction per snapshot: a killed run resumes at the first snapshot
-                // not committed.
-                std::optional<Transaction> tx;
-                if (!options.dry_run)
-                    tx.emplace(*db);
-                report.add(pass.process(snapshot, parent, lineage.key));
-                if (tx)
-                    tx->commit();
-            }
-            parent = &snapshot;
-        }
-    }
-    // Extents a running send kept busy were deferred to here, the end of the run.
-    {
-        std::optional<Transaction> tx;
-        if (!options.dry_run)
-            tx.emplace(*db);
-        report.dedupe.add(pass.retry_deferred());
-        if (tx)
-            tx->commit();
-    }
-    add_usage(report.after, space_usage(fs.fd.get(), fs.first_path));
-    report.filesystems.push_back(fs.uuid);
+    report.before.add(space_usage(fs.fd()));
+    SnapshotPass pass(queries, journal, index, metadata_geometry(fs.fd()),
+                      {options.dry_run, options.readonly_only, options.seams.before_dedupe()});
+    // First what an earlier run left in the journal (killed, busy or failed), so that its
+    // moved references do not hide the rest as known; at the end, what this run left.
+    finish_journal(pass, *db, options.dry_run, std::chrono::milliseconds(0), false, report);
+    for (const Lineage& lineage : group_lineages(std::move(work.snapshots)))
+        process_lineage(fs, lineage, {pass, index, *db, options.dry_run}, report);
+    finish_journal(pass, *db, options.dry_run, kBusyBudget, true, report);
+    report.after.add(space_usage(fs.fd()));
+    report.filesystems.push_back(fs.uuid());
 }
 
 } // namespace
@@ -148,15 +207,20 @@ RunReport run(const RunOptions& options)
     auto start = std::chrono::steady_clock::now();
     if (options.paths.empty() && options.forget_on.empty())
         throw UsageError("run needs at least one PATH");
-    std::vector<Filesystem> filesystems = collect_sources(options.paths, options.forget_on);
-    if (filesystems.size() > 1 && !options.db_path.empty())
+    std::vector<FilesystemWork> filesystems = collect_sources(options.paths, options.forget_on);
+    if (filesystems.size() > 1 && options.db_path)
         throw UsageError("--db names one index, but the paths are on " + std::to_string(filesystems.size()) +
                          " filesystems");
 
+    // A filesystem visited only to forget deleted snapshots changes nothing but its index.
+    for (const FilesystemWork& work : filesystems)
+        if (!options.dry_run && !work.snapshots.empty())
+            require_writable_mount(work.fs);
+
     RunReport report;
     report.dry_run = options.dry_run;
-    for (Filesystem& fs : filesystems)
-        run_filesystem(fs, options, report);
+    for (FilesystemWork& work : filesystems)
+        run_filesystem(work, options, report);
     report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return report;
 }

@@ -13,6 +13,7 @@ namespace {
 using send::Command;
 using send::SendCommand;
 
+constexpr uint64_t kFallocKeepSize = 0x01;  // FALLOC_FL_KEEP_SIZE from <linux/falloc.h>
 constexpr uint64_t kFallocPunchHole = 0x02; // FALLOC_FL_PUNCH_HOLE from <linux/falloc.h>
 // Sequential writes coalesce as they arrive; scattered ones are merged once this many
 // pile up, so a huge stream of random writes to one file stays bounded.
@@ -21,6 +22,16 @@ constexpr std::size_t kRangesBeforeMerge = 4096;
 enum class Kind { Unknown, Regular, Directory, Other };
 
 struct Inode;
+
+// What the diff's view (ChangeSet::truncated, metadata, inode_numbers) needs of an inode;
+// `ranges` never depends on it.
+struct DiffInfo {
+    std::optional<uint64_t> ino;  // INO of the command that created it, if the stream made it
+    std::optional<uint64_t> size; // regular files: known once created (empty) or truncated
+    bool truncated = false;
+    std::optional<uint64_t> size_before_truncate; // `size` when the first TRUNCATE came
+    unsigned metadata = 0;                        // MetadataKind bits
+};
 
 // One name of an inode: an entry `name` in directory `dir`.
 struct Link {
@@ -35,6 +46,7 @@ struct Inode {
     std::vector<Link> links;          // current names
     std::vector<Link> original_links; // names it had in the parent (those the stream showed)
     std::vector<ByteRange> ranges;
+    std::unique_ptr<DiffInfo> diff; // only in a View::kDiff builder, once a command needs it
 
     // Directories only. `touched` remembers every name that was ever linked or unlinked
     // here: an unknown name that was touched is gone, not an unseen parent entry.
@@ -74,6 +86,29 @@ void add_range(Inode& inode, uint64_t offset, uint64_t length)
         merge_ranges(ranges);
 }
 
+// A data command reached offset + length: a known size grows to it (never shrinks).
+void grow(DiffInfo* info, uint64_t offset, uint64_t length)
+{
+    if (!info || !info->size || length == 0)
+        return;
+    const uint64_t end = length > UINT64_MAX - offset ? UINT64_MAX : offset + length;
+    info->size = std::max(*info->size, end);
+}
+
+unsigned metadata_kind(Command c)
+{
+    switch (c) {
+    case Command::CHMOD: return kMetadataMode;
+    case Command::CHOWN: return kMetadataOwner;
+    case Command::UTIMES: return kMetadataTimes;
+    case Command::SET_XATTR:
+    case Command::REMOVE_XATTR: return kMetadataXattr;
+    case Command::FILEATTR: return kMetadataFileattr;
+    case Command::ENABLE_VERITY: return kMetadataVerity;
+    default: return 0;
+    }
+}
+
 // Removes [offset, offset + length) from the ranges; length UINT64_MAX - offset clips.
 void subtract_range(Inode& inode, uint64_t offset, uint64_t length)
 {
@@ -97,8 +132,7 @@ template <typename T>
 const T& require(const std::optional<T>& field, const char* attr, const SendCommand& cmd)
 {
     if (!field)
-        throw std::runtime_error(std::string(send::command_name(cmd.cmd)) + " at byte " +
-                                 std::to_string(cmd.stream_offset) + " lacks " + attr);
+        throw ChangeSetError(std::string(send::command_name(cmd.cmd)) + " lacks " + attr);
     return *field;
 }
 
@@ -109,11 +143,22 @@ struct ChangeSetBuilder::Model {
     Inode* root;
     bool seen_subvolume = false;
     bool has_parent = true; // SUBVOL (full send) clears it: nothing can pre-exist then
+    const bool diff_view;
 
-    Model() : root(&inodes.emplace_back())
+    explicit Model(bool diff) : root(&inodes.emplace_back()), diff_view(diff)
     {
         root->existed = true;
         root->kind = Kind::Directory;
+    }
+
+    // The inode's DiffInfo, made on first use; null unless this builder keeps the diff's view.
+    DiffInfo* diff(Inode& inode)
+    {
+        if (!diff_view)
+            return nullptr;
+        if (!inode.diff)
+            inode.diff = std::make_unique<DiffInfo>();
+        return inode.diff.get();
     }
 
     // Walks up first names to the root. A loop, not recursion, and bounded: a corrupt
@@ -125,7 +170,7 @@ struct ChangeSetBuilder::Model {
         for (const Inode* dir = link.dir; dir != root && !(dir->*names).empty();
              dir = (dir->*names).front().dir) {
             if (parts.size() > inodes.size())
-                throw std::runtime_error("send stream makes a directory its own ancestor (at '" +
+                throw ChangeSetError("makes a directory its own ancestor (at '" +
                                          link.name + "')");
             parts.push_back(&(dir->*names).front().name);
         }
@@ -151,7 +196,7 @@ struct ChangeSetBuilder::Model {
         // snapshot, provided its directory came from the parent and never lost the name.
         if (!has_parent || !dir.existed || dir.touched.count(name) || dir.kind == Kind::Regular ||
             dir.kind == Kind::Other)
-            throw std::runtime_error("send stream refers to missing path '" + full_path + "'");
+            throw ChangeSetError("refers to missing path '" + full_path + "'");
         dir.kind = Kind::Directory;
         Inode& found = inodes.emplace_back();
         found.existed = true;
@@ -180,7 +225,7 @@ struct ChangeSetBuilder::Model {
             pos = slash + 1;
         }
         if (component.empty())
-            throw std::runtime_error("send stream names the subvolume root where an entry is needed");
+            throw ChangeSetError("names the subvolume root where an entry is needed");
         return {dir, component};
     }
 
@@ -212,11 +257,16 @@ struct ChangeSetBuilder::Model {
         inode.links.push_back({&dir, name});
     }
 
-    void create(const std::string& path, Kind kind)
+    void create(const SendCommand& cmd, Kind kind)
     {
-        auto [dir, name] = parent_of(path);
+        auto [dir, name] = parent_of(require(cmd.path, "PATH", cmd));
         Inode& inode = inodes.emplace_back();
         inode.kind = kind;
+        if (DiffInfo* info = diff(inode)) {
+            info->ino = cmd.ino;
+            if (kind == Kind::Regular)
+                info->size = 0;
+        }
         link(inode, *dir, name);
     }
 
@@ -230,7 +280,7 @@ struct ChangeSetBuilder::Model {
     }
 };
 
-ChangeSetBuilder::ChangeSetBuilder() : model_(std::make_unique<Model>()) {}
+ChangeSetBuilder::ChangeSetBuilder(View view) : model_(std::make_unique<Model>(view == View::kDiff)) {}
 ChangeSetBuilder::~ChangeSetBuilder() = default;
 
 void ChangeSetBuilder::apply(const SendCommand& cmd)
@@ -241,18 +291,16 @@ void ChangeSetBuilder::apply(const SendCommand& cmd)
     case Command::SNAPSHOT:
         // Their PATH is the subvolume's name, not a path inside it.
         if (m.seen_subvolume)
-            throw std::runtime_error("send stream holds a second subvolume at byte " +
-                                     std::to_string(cmd.stream_offset) +
-                                     "; use one ChangeSetBuilder per subvolume");
+            throw ChangeSetError("holds a second subvolume; use one ChangeSetBuilder per subvolume");
         m.seen_subvolume = true;
         m.has_parent = cmd.cmd == Command::SNAPSHOT;
         break;
-    case Command::MKFILE: m.create(require(cmd.path, "PATH", cmd), Kind::Regular); break;
-    case Command::MKDIR: m.create(require(cmd.path, "PATH", cmd), Kind::Directory); break;
+    case Command::MKFILE: m.create(cmd, Kind::Regular); break;
+    case Command::MKDIR: m.create(cmd, Kind::Directory); break;
     case Command::MKNOD:
     case Command::MKFIFO:
     case Command::MKSOCK:
-    case Command::SYMLINK: m.create(require(cmd.path, "PATH", cmd), Kind::Other); break;
+    case Command::SYMLINK: m.create(cmd, Kind::Other); break;
     case Command::RENAME: {
         auto [from_dir, from_name] = m.parent_of(require(cmd.path, "PATH", cmd));
         Inode& inode = m.child(*from_dir, from_name, *cmd.path);
@@ -280,36 +328,60 @@ void ChangeSetBuilder::apply(const SendCommand& cmd)
         break;
     }
     case Command::WRITE:
-        if (Inode* inode = m.data_target(cmd))
-            add_range(*inode, require(cmd.file_offset, "FILE_OFFSET", cmd), cmd.data_len);
+        if (Inode* inode = m.data_target(cmd)) {
+            uint64_t offset = require(cmd.file_offset, "FILE_OFFSET", cmd);
+            add_range(*inode, offset, cmd.data_len);
+            grow(inode->diff.get(), offset, cmd.data_len);
+        }
         break;
     case Command::UPDATE_EXTENT:
-        if (Inode* inode = m.data_target(cmd))
-            add_range(*inode, require(cmd.file_offset, "FILE_OFFSET", cmd), require(cmd.size, "SIZE", cmd));
+        if (Inode* inode = m.data_target(cmd)) {
+            uint64_t offset = require(cmd.file_offset, "FILE_OFFSET", cmd);
+            uint64_t length = require(cmd.size, "SIZE", cmd);
+            add_range(*inode, offset, length);
+            grow(inode->diff.get(), offset, length);
+        }
         break;
     case Command::ENCODED_WRITE:
-        if (Inode* inode = m.data_target(cmd))
-            add_range(*inode, require(cmd.file_offset, "FILE_OFFSET", cmd),
-                      require(cmd.unencoded_file_len, "UNENCODED_FILE_LEN", cmd));
+        if (Inode* inode = m.data_target(cmd)) {
+            uint64_t offset = require(cmd.file_offset, "FILE_OFFSET", cmd);
+            uint64_t length = require(cmd.unencoded_file_len, "UNENCODED_FILE_LEN", cmd);
+            add_range(*inode, offset, length);
+            grow(inode->diff.get(), offset, length);
+        }
         break;
     case Command::CLONE:
         // Listed although the range may already share extents: a later stage checks
         // that cheaply, and the clone source may be another subvolume.
-        if (Inode* inode = m.data_target(cmd))
-            add_range(*inode, require(cmd.file_offset, "FILE_OFFSET", cmd),
-                      require(cmd.clone_len, "CLONE_LEN", cmd));
+        if (Inode* inode = m.data_target(cmd)) {
+            uint64_t offset = require(cmd.file_offset, "FILE_OFFSET", cmd);
+            uint64_t length = require(cmd.clone_len, "CLONE_LEN", cmd);
+            add_range(*inode, offset, length);
+            grow(inode->diff.get(), offset, length);
+        }
         break;
     case Command::TRUNCATE:
         if (Inode* inode = m.data_target(cmd)) {
             uint64_t size = require(cmd.size, "SIZE", cmd);
             subtract_range(*inode, size, UINT64_MAX - size);
+            if (DiffInfo* info = m.diff(*inode)) {
+                if (!info->truncated) {
+                    info->truncated = true;
+                    info->size_before_truncate = info->size;
+                }
+                info->size = size;
+            }
         }
         break;
     case Command::FALLOCATE:
         // Allocation adds no data worth deduping; a punched hole removes some.
-        if (Inode* inode = m.data_target(cmd);
-            inode && (require(cmd.fallocate_mode, "FALLOCATE_MODE", cmd) & kFallocPunchHole))
-            subtract_range(*inode, require(cmd.file_offset, "FILE_OFFSET", cmd), require(cmd.size, "SIZE", cmd));
+        if (Inode* inode = m.data_target(cmd)) {
+            uint64_t mode = require(cmd.fallocate_mode, "FALLOCATE_MODE", cmd);
+            if (mode & kFallocPunchHole)
+                subtract_range(*inode, require(cmd.file_offset, "FILE_OFFSET", cmd), require(cmd.size, "SIZE", cmd));
+            else if (!(mode & kFallocKeepSize) && cmd.file_offset && cmd.size)
+                grow(inode->diff.get(), *cmd.file_offset, *cmd.size); // the size only: no new error for `run`
+        }
         break;
     case Command::SET_XATTR:
     case Command::REMOVE_XATTR:
@@ -319,7 +391,8 @@ void ChangeSetBuilder::apply(const SendCommand& cmd)
     case Command::FILEATTR:
     case Command::ENABLE_VERITY:
         // Metadata only; resolving still checks the stream is consistent.
-        m.resolve(require(cmd.path, "PATH", cmd));
+        if (DiffInfo* info = m.diff(m.resolve(require(cmd.path, "PATH", cmd))))
+            info->metadata |= metadata_kind(cmd.cmd);
         break;
     case Command::END:
     case Command::UNSPEC:
@@ -332,8 +405,11 @@ ChangeSet ChangeSetBuilder::finish()
     Model& m = *model_;
     ChangeSet out;
     for (Inode& inode : m.inodes) {
-        if (&inode == m.root)
+        if (&inode == m.root) {
+            if (inode.diff && inode.diff->metadata)
+                out.metadata.push_back({".", inode.diff->metadata, false});
             continue;
+        }
         if (inode.kind == Kind::Regular && !inode.links.empty()) {
             merge_ranges(inode.ranges);
             if (!inode.ranges.empty()) {
@@ -342,6 +418,25 @@ ChangeSet ChangeSetBuilder::finish()
                     names.push_back(m.path_of(l));
                 out.files.push_back({*std::min_element(names.begin(), names.end()),
                                      inode.ranges, !inode.existed});
+            }
+        }
+        // The diff's view, under the same name `files` uses.
+        if (const DiffInfo* info = inode.diff.get(); info && !inode.links.empty()) {
+            const bool truncated = inode.kind == Kind::Regular && info->truncated;
+            std::vector<std::string> names;
+            if (truncated || info->metadata || info->ino)
+                for (const Link& l : inode.links)
+                    names.push_back(m.path_of(l));
+            if (!names.empty()) {
+                const std::string& name = *std::min_element(names.begin(), names.end());
+                if (truncated)
+                    out.truncated.push_back({name, info->size_before_truncate, info->size.value_or(0),
+                                             !inode.existed});
+                if (info->metadata)
+                    out.metadata.push_back({name, info->metadata, !inode.existed});
+                if (info->ino)
+                    for (const std::string& n : names)
+                        out.inode_numbers[n] = *info->ino;
             }
         }
         // Names it lost and names it gained; pairs of them are renames.
@@ -363,9 +458,29 @@ ChangeSet ChangeSetBuilder::finish()
     }
     std::sort(out.files.begin(), out.files.end(),
               [](const FileChange& a, const FileChange& b) { return a.path < b.path; });
+    std::sort(out.truncated.begin(), out.truncated.end(),
+              [](const TruncatedFile& a, const TruncatedFile& b) { return a.path < b.path; });
+    std::sort(out.metadata.begin(), out.metadata.end(),
+              [](const MetadataChange& a, const MetadataChange& b) { return a.path < b.path; });
     std::sort(out.added.begin(), out.added.end());
     std::sort(out.removed.begin(), out.removed.end());
     std::sort(out.renamed.begin(), out.renamed.end());
+    return out;
+}
+
+std::string metadata_kind_names(unsigned kinds)
+{
+    static constexpr std::pair<unsigned, const char*> kNames[] = {
+        {kMetadataMode, "mode"},         {kMetadataOwner, "owner"},       {kMetadataTimes, "times"},
+        {kMetadataXattr, "xattr"},       {kMetadataFileattr, "fileattr"}, {kMetadataVerity, "verity"},
+    };
+    std::string out;
+    for (const auto& [bit, name] : kNames)
+        if (kinds & bit) {
+            if (!out.empty())
+                out += ',';
+            out += name;
+        }
     return out;
 }
 

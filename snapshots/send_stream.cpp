@@ -1,7 +1,7 @@
 #include "snapshots/send_stream.h"
 
 #include "snapshots/crc32c.h"
-#include "snapshots/kernel/sys_error.h"
+#include "snapshots/kernel/error.h"
 
 #include <unistd.h>
 
@@ -53,14 +53,14 @@ std::string name_of_attr(uint16_t attr)
 
 SendStreamError::SendStreamError(const std::string& source, const std::string& problem,
                                  uint64_t offset, std::string command)
-    : std::runtime_error("send stream " + source + ": " + problem + " at byte " +
+    : Error(ExitCode::kBadStream, "send stream " + source + ": " + problem + " at byte " +
                          std::to_string(offset)),
       offset_(offset), command_(std::move(command))
 {
 }
 
-SendStreamParser::SendStreamParser(int fd, std::string source_name)
-    : fd_(fd), source_(std::move(source_name)), chunk_(kChunkSize)
+SendStreamParser::SendStreamParser(const LabeledFd& stream)
+    : fd_(stream.get()), source_(stream.label()), chunk_(kChunkSize)
 {
     read_stream_header(0);
 }

@@ -1,6 +1,8 @@
 // Streaming parser for btrfs send streams: one command at a time, constant memory.
 #pragma once
 
+#include "snapshots/kernel/error.h"
+#include "snapshots/kernel/labeled_fd.h"
 #include "snapshots/send_protocol.h"
 
 #include <array>
@@ -31,7 +33,7 @@ struct SendCommand {
 //   "send stream /tmp/x: bad CRC in UPDATE_EXTENT at byte 1234"
 // offset is where the offending command (or header) starts; command is its name, empty
 // when the problem is not inside a command (bad magic, missing END).
-class SendStreamError : public std::runtime_error {
+class SendStreamError : public Error {
 public:
     SendStreamError(const std::string& source, const std::string& problem, uint64_t offset,
                     std::string command);
@@ -50,9 +52,10 @@ public:
     // and must not make us allocate it.
     static constexpr uint32_t kMaxCommandSize = 16u << 20;
 
-    // Does not take ownership of fd. Reads the stream header at once, so a file that is
-    // not a send stream fails here. source_name only labels error messages.
-    SendStreamParser(int fd, std::string source_name);
+    // Reads from `stream` (which must outlive the parser); its label names the stream in
+    // error messages. Reads the stream header at once, so a file that is not a send stream
+    // fails here.
+    explicit SendStreamParser(const LabeledFd& stream);
 
     // Protocol version of the sub-stream being read.
     uint32_t version() const { return version_; }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "snapshots/change_set.h"
+#include "snapshots/kernel/labeled_fd.h"
 
 #include <cstdint>
 #include <optional>
@@ -10,8 +11,11 @@
 namespace snapdedupe {
 
 // Streams `btrfs send --no-data [-p parent]` of the read-only subvolume open at
-// `snapshot_fd` through the parser into a change set. Without a parent, the change set
+// `snapshot` through the parser into a change set. Without a parent, the change set
 // names every file (a full stream).
-ChangeSet diff_snapshot(int snapshot_fd, const std::string& name, std::optional<uint64_t> parent_root);
+// `view` kDiff also fills the diff's view (truncated files, metadata, inode numbers), which
+// the run neither needs nor pays for.
+ChangeSet diff_snapshot(const LabeledFd& snapshot, std::optional<uint64_t> parent_root,
+                        ChangeSetBuilder::View view = ChangeSetBuilder::View::kRun);
 
 } // namespace snapdedupe

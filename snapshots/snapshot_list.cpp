@@ -1,6 +1,7 @@
 #include "snapshots/snapshot_list.h"
 
-#include "snapshots/kernel/sys_error.h"
+#include "snapshots/kernel/error.h"
+#include "snapshots/kernel/space_info.h"
 #include "snapshots/kernel/unique_fd.h"
 
 #include <btrfsutil.h>
@@ -12,6 +13,7 @@
 #include <sys/statfs.h>
 
 #include <algorithm>
+#include <iostream>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -24,97 +26,85 @@ namespace {
 
 constexpr ino_t kSubvolumeRootIno = 256; // BTRFS_FIRST_FREE_OBJECTID: every subvolume's root dir
 
-UniqueFd open_dir_at(int dirfd, const std::string& name)
-{
-    return UniqueFd(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-}
-
-bool is_subvolume_root(int dirfd, const std::string& name)
+bool is_subvolume_root(const LabeledFd& dir, const std::string& name)
 {
     struct stat st;
-    if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
+    if (::fstatat(dir.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
         return false;
     return S_ISDIR(st.st_mode) && st.st_ino == kSubvolumeRootIno;
 }
 
-std::string join(const std::string& dir, const std::string& name)
+// Adds `name` under `dir` when it is a read-only subvolume of the filesystem `fs_uuid`. One
+// of another filesystem mounted there is skipped with a note: its root ids and disk
+// addresses mean nothing in this filesystem's index.
+void add_if_snapshot(const LabeledFd& dir, const std::string& name, const std::string& fs_uuid,
+                     std::vector<Snapshot>& out)
 {
-    return dir.ends_with('/') ? dir + name : dir + "/" + name;
-}
-
-// Adds `name` under `dir` when it is a read-only subvolume.
-void add_if_snapshot(int dirfd, const std::string& dir, const std::string& name, std::vector<Snapshot>& out)
-{
-    if (!is_subvolume_root(dirfd, name))
+    if (!is_subvolume_root(dir, name))
         return;
-    UniqueFd fd = open_dir_at(dirfd, name);
+    LabeledFd fd = open_directory_at(dir, name);
     if (!fd)
         return;
-    Snapshot s = describe_subvolume(fd.get(), join(dir, name));
+    if (filesystem_uuid(fd) != fs_uuid) {
+        std::cerr << "snapdedupe: skipping " << fd.label() << ": another filesystem is mounted there\n";
+        return;
+    }
+    Snapshot s = open_subvolume(std::move(fd));
     if (s.read_only)
         out.push_back(std::move(s));
 }
 
-} // namespace
-
-Snapshot describe_subvolume(int subvol_fd, const std::string& path)
+// A copy of `dir` for the caller to keep: discovery hands out fds it owns.
+LabeledFd duplicate(const LabeledFd& dir)
 {
-    struct btrfs_util_subvolume_info info;
-    btrfs_util_error err = btrfs_util_subvolume_info_fd(subvol_fd, 0, &info);
-    if (err != BTRFS_UTIL_OK)
-        throw SysError(std::string("reading subvolume info (") + btrfs_util_strerror(err) + ") of", path, errno);
-    Snapshot s;
-    s.path = path;
-    s.root_id = info.id;
-    std::copy(std::begin(info.uuid), std::end(info.uuid), s.uuid.begin());
-    std::copy(std::begin(info.parent_uuid), std::end(info.parent_uuid), s.parent_uuid.begin());
-    std::copy(std::begin(info.received_uuid), std::end(info.received_uuid), s.received_uuid.begin());
-    s.otransid = info.otransid;
-    s.read_only = (info.flags & BTRFS_ROOT_SUBVOL_RDONLY) != 0;
-    return s;
+    UniqueFd fd(::fcntl(dir.get(), F_DUPFD_CLOEXEC, 0));
+    if (!fd)
+        throw SysError("duplicating the fd of", dir.label(), errno);
+    return {std::move(fd), dir.label()};
 }
 
-std::vector<Snapshot> find_snapshots(const std::string& path)
+} // namespace
+
+std::vector<Snapshot> find_snapshots(const LabeledFd& dir)
 {
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!fd) {
-        if (errno == ENOTDIR)
-            throw PathError(path + ": not a directory or subvolume");
-        throw PathError(path + ": " + std::strerror(errno));
-    }
+    const std::string& path = dir.label();
     struct statfs sfs;
-    check_sys(::fstatfs(fd.get(), &sfs), "statfs", path);
+    check_sys(::fstatfs(dir.get(), &sfs), "statfs", path);
     if (sfs.f_type != BTRFS_SUPER_MAGIC)
         throw PathError(path + ": not on a btrfs filesystem");
 
     struct stat st;
-    check_sys(::fstat(fd.get(), &st), "stat", path);
+    check_sys(::fstat(dir.get(), &st), "stat", path);
     if (st.st_ino == kSubvolumeRootIno) {
-        Snapshot self = describe_subvolume(fd.get(), path);
-        if (self.read_only)
-            return {self};
+        Snapshot self = open_subvolume(duplicate(dir));
+        if (self.read_only) {
+            std::vector<Snapshot> one;
+            one.push_back(std::move(self));
+            return one;
+        }
     }
 
+    const std::string fs_uuid = filesystem_uuid(dir);
     // A directory of snapshots. Symlinks are never followed: every step is an openat from the
     // directory fd with O_NOFOLLOW, so a planted link cannot send us elsewhere.
     std::vector<Snapshot> found;
-    UniqueFd list_fd(::dup(fd.get()));
-    std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(list_fd.get()), ::closedir);
-    if (!dir)
+    UniqueFd list_fd(::fcntl(dir.get(), F_DUPFD_CLOEXEC, 0));
+    std::unique_ptr<DIR, int (*)(DIR*)> listing(list_fd ? ::fdopendir(list_fd.get()) : nullptr, ::closedir);
+    if (!listing)
         throw SysError("listing", path, errno);
-    list_fd.release();
-    while (dirent* e = ::readdir(dir.get())) {
+    list_fd.release(); // the DIR owns it now
+    while (dirent* e = ::readdir(listing.get())) {
         std::string name = e->d_name;
         if (name == "." || name == ".." || e->d_type != DT_DIR)
             continue;
-        if (is_subvolume_root(fd.get(), name)) {
-            add_if_snapshot(fd.get(), path, name, found);
+        if (is_subvolume_root(dir, name)) {
+            add_if_snapshot(dir, name, fs_uuid, found);
             continue;
         }
         // snapper: .snapshots/N/snapshot
-        UniqueFd sub = open_dir_at(fd.get(), name);
+        LabeledFd sub = open_directory_at(dir, name);
         if (sub)
-            add_if_snapshot(sub.get(), join(path, name), "snapshot", found);
+            add_if_snapshot(sub, "snapshot", fs_uuid, found);
     }
     if (found.empty()) {
         if (st.st_ino == kSubvolumeRootIno)
@@ -146,12 +136,15 @@ std::vector<Lineage> group_lineages(std::vector<Snapshot> snapshots)
         return cur->uuid;
     };
 
+    // Keys first: the snapshots move into their lineages below.
+    std::vector<Uuid> keys;
+    for (const Snapshot& s : snapshots)
+        keys.push_back(origin(s));
     std::map<Uuid, Lineage> lineages;
-    for (const Snapshot& s : snapshots) {
-        Uuid key = origin(s);
-        Lineage& l = lineages[key];
-        l.key = uuid_to_string(key);
-        l.snapshots.push_back(s);
+    for (size_t i = 0; i < snapshots.size(); ++i) {
+        Lineage& l = lineages[keys[i]];
+        l.key = uuid_to_string(keys[i]);
+        l.snapshots.push_back(std::move(snapshots[i]));
     }
     std::vector<Lineage> out;
     for (auto& [key, l] : lineages) {

@@ -1,6 +1,6 @@
 #include "plugin/cli/config_file.h"
 
-#include "plugin/run.h"
+#include "snapshots/kernel/error.h"
 #include "snapshots/kernel/unique_fd.h"
 
 #include <boost/program_options.hpp>
@@ -19,7 +19,9 @@ namespace snapdedupe {
 ConfigFile read_config(const std::string& path, bool must_exist)
 {
     ConfigFile config;
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    // O_NONBLOCK: opening a FIFO would otherwise wait for a writer, before fstat could refuse
+    // it. It changes nothing for the regular file read below.
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
     if (!fd) {
         if (errno == ENOENT && !must_exist)
             return config;

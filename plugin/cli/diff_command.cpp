@@ -1,13 +1,15 @@
 #include "plugin/cli/json_quote.h"
 #include "plugin/cli/diff_command.h"
 
-#include "snapshots/kernel/btrfs_ioctl.h"
+#include "snapshots/change_set.h"
+#include "snapshots/kernel/space_info.h"
 #include "snapshots/snapshot_diff.h"
 #include "snapshots/snapshot_list.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -17,50 +19,62 @@ namespace snapdedupe {
 
 namespace {
 
-struct OpenSnapshot {
-    UniqueFd fd;
-    Snapshot info;
-    std::string fs_uuid;
-};
-
-OpenSnapshot open_snapshot(const std::string& path)
+// OLD or NEW: a read-only subvolume itself, not a directory of them.
+Snapshot open_snapshot(const std::string& path)
 {
-    std::vector<Snapshot> found = find_snapshots(path); // checks existence and btrfs
-    OpenSnapshot s;
-    s.fd = UniqueFd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    struct stat st;
-    if (!s.fd || ::fstat(s.fd.get(), &st) != 0 || st.st_ino != 256)
-        throw PathError(path + ": not a subvolume");
-    s.info = describe_subvolume(s.fd.get(), path);
-    if (!s.info.read_only)
+    LabeledFd dir = open_directory(path);
+    std::vector<Snapshot> found = find_snapshots(dir); // checks btrfs and read-only
+    if (found.size() != 1 || found.front().path != path)
         throw PathError(path + ": not a read-only snapshot");
-    s.fs_uuid = filesystem_uuid(s.fd.get(), path);
-    return s;
+    return std::move(found.front());
 }
 
+// The stream's inode number for a final path, as JSON: null where the stream does not state it.
+std::string json_ino(const ChangeSet& cs, const std::string& path)
+{
+    auto it = cs.inode_numbers.find(path);
+    return it == cs.inode_numbers.end() ? "null" : std::to_string(it->second);
+}
+
+// `"kinds": ["mode", "times"]`
+std::string json_kinds(unsigned kinds)
+{
+    std::string names = metadata_kind_names(kinds), out = "\"kinds\": [";
+    for (std::size_t pos = 0, i = 0; pos < names.size(); ++i) {
+        std::size_t comma = std::min(names.find(',', pos), names.size());
+        out += (i ? ", \"" : "\"") + names.substr(pos, comma - pos) + "\"";
+        pos = comma + 1;
+    }
+    return out + "]";
+}
 
 void print_json(const ChangeSet& cs, std::ostream& out)
 {
     out << "{\"changed\": [";
     for (size_t i = 0; i < cs.files.size(); ++i) {
         const FileChange& f = cs.files[i];
-        out << (i ? ", " : "") << "{\"path\": " << json_quote(f.path) << ", \"created\": " << (f.created ? "true" : "false")
+        out << (i ? ", " : "") << "{" << json_bytes_member("path", f.path) << ", \"created\": " << (f.created ? "true" : "false")
             << ", \"ranges\": [";
         for (size_t r = 0; r < f.ranges.size(); ++r)
             out << (r ? ", " : "") << "[" << f.ranges[r].offset << ", " << f.ranges[r].length << "]";
-        out << "]}";
+        out << "], \"ino\": " << json_ino(cs, f.path) << "}";
     }
-    auto list = [&](const char* name, const std::vector<std::string>& paths) {
-        out << "], \"" << name << "\": [";
-        for (size_t i = 0; i < paths.size(); ++i)
-            out << (i ? ", " : "") << json_quote(paths[i]);
-    };
-    list("added", cs.added);
-    list("removed", cs.removed);
-    out << "], \"renamed\": [";
-    for (size_t i = 0; i < cs.renamed.size(); ++i)
-        out << (i ? ", " : "") << "[" << json_quote(cs.renamed[i].first) << ", " << json_quote(cs.renamed[i].second) << "]";
-    out << "], \"changed_bytes\": " << cs.changed_bytes() << "}\n";
+    out << "], " << json_bytes_list_member("added", cs.added) << ", " << json_bytes_list_member("removed", cs.removed)
+        << ", " << json_bytes_pairs_member("renamed", cs.renamed) << ", \"changed_bytes\": " << cs.changed_bytes();
+    out << ", \"truncated\": [";
+    for (size_t i = 0; i < cs.truncated.size(); ++i) {
+        const TruncatedFile& t = cs.truncated[i];
+        out << (i ? ", " : "") << "{" << json_bytes_member("path", t.path) << ", \"ino\": " << json_ino(cs, t.path)
+            << ", \"created\": " << (t.created ? "true" : "false") << ", \"old_size\": "
+            << (t.old_size ? std::to_string(*t.old_size) : "null") << ", \"new_size\": " << t.new_size << "}";
+    }
+    out << "], \"metadata\": [";
+    for (size_t i = 0; i < cs.metadata.size(); ++i) {
+        const MetadataChange& m = cs.metadata[i];
+        out << (i ? ", " : "") << "{" << json_bytes_member("path", m.path) << ", \"ino\": " << json_ino(cs, m.path)
+            << ", \"created\": " << (m.created ? "true" : "false") << ", " << json_kinds(m.kinds) << "}";
+    }
+    out << "]}\n";
 }
 
 void print_human(const ChangeSet& cs, std::ostream& out)
@@ -77,6 +91,11 @@ void print_human(const ChangeSet& cs, std::ostream& out)
             out << " [" << r.offset << "+" << r.length << "]";
         out << "\n";
     }
+    for (const TruncatedFile& t : cs.truncated)
+        out << "truncated " << t.path << " " << (t.old_size ? std::to_string(*t.old_size) : "unknown") << " -> "
+            << t.new_size << "\n";
+    for (const MetadataChange& m : cs.metadata)
+        out << "metadata  " << m.path << " " << metadata_kind_names(m.kinds) << "\n";
     out << cs.files.size() << " files changed, " << cs.changed_bytes() << " bytes\n";
 }
 
@@ -84,11 +103,11 @@ void print_human(const ChangeSet& cs, std::ostream& out)
 
 void diff_command(const std::string& old_path, const std::string& new_path, bool json, std::ostream& out)
 {
-    OpenSnapshot old_snap = open_snapshot(old_path);
-    OpenSnapshot new_snap = open_snapshot(new_path);
-    if (old_snap.fs_uuid != new_snap.fs_uuid)
+    Snapshot old_snap = open_snapshot(old_path);
+    Snapshot new_snap = open_snapshot(new_path);
+    if (filesystem_uuid(old_snap.dir) != filesystem_uuid(new_snap.dir))
         throw PathError(old_path + " and " + new_path + " are on different filesystems");
-    ChangeSet cs = diff_snapshot(new_snap.fd.get(), new_path, old_snap.info.root_id);
+    ChangeSet cs = diff_snapshot(new_snap.dir, old_snap.root_id, ChangeSetBuilder::View::kDiff);
     if (json)
         print_json(cs, out);
     else

@@ -1,15 +1,13 @@
 // The snapdedupe command line: argument parsing, exit codes, and nothing else.
-#include "index/block_index.h"
 #include "plugin/cli/config_file.h"
 #include "plugin/cli/diff_command.h"
-#include "plugin/upkeep/maintenance_lock.h"
 #include "plugin/run.h"
 #include "plugin/upkeep/work_queue.h"
-#include "snapshots/send_stream.h"
-#include "snapshots/snapshot_list.h"
-#include "snapshots/kernel/sys_error.h"
+#include "snapshots/kernel/capabilities.h"
+#include "snapshots/kernel/error.h"
 
 #include <boost/program_options.hpp>
+#include <linux/capability.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -23,17 +21,7 @@ namespace po = boost::program_options;
 
 namespace {
 
-// Documented in README.md and --help; scripts depend on them.
-enum ExitCode {
-    kOk = 0,
-    kFailure = 1,      // a system call or the kernel failed during the run
-    kUsage = 2,        // bad command line
-    kNotRoot = 3,      // needs root (CAP_SYS_ADMIN) for send, LOGICAL_INO and dedupe
-    kBadPath = 4,      // missing, not btrfs, not a read-only snapshot, no snapshots found
-    kBadIndex = 5,     // the index is corrupt, not ours, or from a newer version
-    kBadStream = 6,    // the kernel's send stream did not parse
-    kBusy = 7,         // --no-wait, and another run or a btrfsmaintenance task holds the lock
-};
+using snapdedupe::ExitCode;
 
 const char* const kUsageText = R"(usage: snapdedupe run [--config FILE] [--db FILE] [--dry-run] [--readonly-only] [--queue]
                       [--no-wait] [--json] [PATH...]
@@ -53,10 +41,31 @@ exit codes: 0 ok, 1 failure during the run, 2 usage, 3 not root, 4 bad path
             6 broken send stream, 7 busy (--no-wait)
 )";
 
-int fail(int code, const std::string& message)
+// What the run and diff need beyond root: a unit's CapabilityBoundingSet or a container can
+// take either away.
+const snapdedupe::RequiredCapability kSysAdmin{CAP_SYS_ADMIN, "CAP_SYS_ADMIN",
+                                               "btrfs send, LOGICAL_INO, tree search and dedupe of read-only snapshots"};
+const snapdedupe::RequiredCapability kDacReadSearch{CAP_DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH",
+                                                    "opening files by handle"};
+
+int fail(ExitCode code, const std::string& message)
 {
     std::cerr << "snapdedupe: " << message << "\n";
-    return code;
+    return static_cast<int>(code);
+}
+
+// Boost's own errors (an unknown option, a missing value) are usage errors like ours.
+po::variables_map parse(const std::vector<std::string>& args, const po::options_description& opts,
+                        const po::positional_options_description& pos)
+{
+    po::variables_map vm;
+    try {
+        po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
+        po::notify(vm);
+    } catch (const po::error& e) {
+        throw snapdedupe::UsageError(e.what());
+    }
+    return vm;
 }
 
 // Many snapshots reference one extent; their files are open at once while it moves.
@@ -80,12 +89,22 @@ int run_main(const std::vector<std::string>& args)
         ("queue", "also process the snapshots the snapper plugin queued and forget deleted ones")
         ("no-wait", "exit 7 instead of waiting for another run or a btrfsmaintenance task")
         ("json", "print the report as one JSON object")
+        ("help,h", "this help")
         ("path", po::value<std::vector<std::string>>(), "snapshot or directory of snapshots");
+    // Test seams (plugin/test_seams.h): accepted, never shown in --help.
+    po::options_description seams("test seams");
+    seams.add_options()
+        ("test-pause-before-dedupe", po::value<std::string>(), "FIFO")
+        ("test-kill-after-dedupe-calls", po::value<uint64_t>(), "N");
+    po::options_description all;
+    all.add(opts).add(seams);
     po::positional_options_description pos;
     pos.add("path", -1);
-    po::variables_map vm;
-    po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
-    po::notify(vm);
+    po::variables_map vm = parse(args, all, pos);
+    if (vm.count("help")) {
+        std::cout << kUsageText;
+        return static_cast<int>(ExitCode::kOk);
+    }
 
     // The command line overrides the config file, option by option.
     std::string config_path = vm.count("config") ? vm["config"].as<std::string>() : snapdedupe::kDefaultConfigPath;
@@ -99,11 +118,18 @@ int run_main(const std::vector<std::string>& args)
     options.dry_run = vm.count("dry-run") > 0;
     options.readonly_only = vm.count("readonly-only") > 0 || config.readonly_only.value_or(false);
     options.no_wait = vm.count("no-wait") > 0;
+    if (vm.count("test-pause-before-dedupe"))
+        options.seams.pause_fifo = vm["test-pause-before-dedupe"].as<std::string>();
+    if (vm.count("test-kill-after-dedupe-calls"))
+        options.seams.kill_after_dedupe_calls = vm["test-kill-after-dedupe-calls"].as<uint64_t>();
     bool queue = vm.count("queue") > 0;
+    if (options.db_path && options.db_path->empty())
+        return fail(ExitCode::kUsage, "--db (or db = in " + config_path + ") names no file");
     if (options.paths.empty() && !queue)
-        return fail(kUsage, "run needs at least one PATH, a path in " + config_path + ", or --queue (see --help)");
+        return fail(ExitCode::kUsage, "run needs at least one PATH, a path in " + config_path + ", or --queue (see --help)");
     if (::geteuid() != 0)
-        return fail(kNotRoot, "must run as root: btrfs send, LOGICAL_INO and dedupe of read-only snapshots need CAP_SYS_ADMIN");
+        return fail(ExitCode::kNotRoot, "must run as root: btrfs send, LOGICAL_INO and dedupe of read-only snapshots need CAP_SYS_ADMIN");
+    snapdedupe::require_capabilities({kSysAdmin, kDacReadSearch});
 
     // A dry run reads the queue but leaves it as it is.
     std::optional<snapdedupe::WorkQueue> work_queue;
@@ -117,13 +143,18 @@ int run_main(const std::vector<std::string>& args)
     report.dry_run = options.dry_run;
     if (!options.paths.empty() || !options.forget_on.empty())
         report = snapdedupe::run(options);
-    if (work_queue)
+    if (work_queue && report.failures.empty())
         work_queue->finish(); // only now: a failed run leaves its entries for the next one
     if (vm.count("json"))
         snapdedupe::print_json(std::cout, report);
     else
         snapdedupe::print_human(std::cout, report);
-    return kOk;
+    // Each failure was named on stderr when it happened; the run went on with the rest.
+    if (report.dedupe.dedupe_errors > 0)
+        std::cerr << "snapdedupe: " << report.dedupe.dedupe_errors
+                  << " ranges failed with an error; they are kept and retried by the next run\n";
+    bool failed = !report.failures.empty() || report.dedupe.dedupe_errors > 0;
+    return static_cast<int>(failed ? ExitCode::kFailure : ExitCode::kOk);
 }
 
 int diff_main(const std::vector<std::string>& args)
@@ -131,19 +162,23 @@ int diff_main(const std::vector<std::string>& args)
     po::options_description opts("diff options");
     opts.add_options()
         ("json", "print the change set as one JSON object")
+        ("help,h", "this help")
         ("snapshot", po::value<std::vector<std::string>>(), "OLD and NEW");
     po::positional_options_description pos;
     pos.add("snapshot", 2);
-    po::variables_map vm;
-    po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
-    po::notify(vm);
+    po::variables_map vm = parse(args, opts, pos);
+    if (vm.count("help")) {
+        std::cout << kUsageText;
+        return static_cast<int>(ExitCode::kOk);
+    }
     if (!vm.count("snapshot") || vm["snapshot"].as<std::vector<std::string>>().size() != 2)
-        return fail(kUsage, "diff needs two snapshots, OLD and NEW (see --help)");
+        return fail(ExitCode::kUsage, "diff needs two snapshots, OLD and NEW (see --help)");
     if (::geteuid() != 0)
-        return fail(kNotRoot, "must run as root: btrfs send needs CAP_SYS_ADMIN");
+        return fail(ExitCode::kNotRoot, "must run as root: btrfs send needs CAP_SYS_ADMIN");
+    snapdedupe::require_capabilities({kSysAdmin});
     const auto& snaps = vm["snapshot"].as<std::vector<std::string>>();
     snapdedupe::diff_command(snaps[0], snaps[1], vm.count("json") > 0, std::cout);
-    return kOk;
+    return static_cast<int>(ExitCode::kOk);
 }
 
 } // namespace
@@ -156,38 +191,25 @@ int main(int argc, char** argv)
 
     std::vector<std::string> args(argv + 1, argv + argc);
     if (args.empty())
-        return fail(kUsage, "no command given (see --help)");
+        return fail(ExitCode::kUsage, "no command given (see --help)");
     std::string command = args.front();
     args.erase(args.begin());
     try {
         if (command == "--help" || command == "-h" || command == "help") {
             std::cout << kUsageText;
-            return kOk;
+            return static_cast<int>(ExitCode::kOk);
         }
         if (command == "--version") {
-            std::cout << "snapdedupe 0.1.0\n";
-            return kOk;
+            std::cout << "snapdedupe " SNAPDEDUPE_VERSION "\n";
+            return static_cast<int>(ExitCode::kOk);
         }
         if (command == "run")
             return run_main(args);
         if (command == "diff")
             return diff_main(args);
-        return fail(kUsage, "unknown command '" + command + "' (see --help)");
-    } catch (const po::error& e) {
-        return fail(kUsage, e.what());
-    } catch (const snapdedupe::BusyError& e) {
-        return fail(kBusy, e.what());
-    } catch (const snapdedupe::UsageError& e) {
-        return fail(kUsage, e.what());
-    } catch (const snapdedupe::PathError& e) {
-        return fail(kBadPath, e.what());
-    } catch (const snapdedupe::IndexError& e) {
-        return fail(kBadIndex, e.what());
-    } catch (const snapdedupe::SqliteError& e) {
-        return fail(e.corrupt() ? kBadIndex : kFailure, e.what());
-    } catch (const snapdedupe::send::SendStreamError& e) {
-        return fail(kBadStream, e.what());
+        return fail(ExitCode::kUsage, "unknown command '" + command + "' (see --help)");
     } catch (const std::exception& e) {
-        return fail(kFailure, e.what());
+        // One type: every error knows its exit code (snapshots/kernel/error.h).
+        return fail(snapdedupe::exit_code_of(e), e.what());
     }
 }

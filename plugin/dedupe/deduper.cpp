@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <stdexcept>
 
 namespace snapdedupe {
 
@@ -15,29 +16,40 @@ struct Pending {
     uint64_t progress; // bytes of the range done for this target
 };
 
-// One ioctl for up to kMaxTargetsPerCall targets, all at the same position `pos` of the range.
-// Returns the whole-call errno (0 if the call ran), filling per-target status and bytes.
-int dedupe_call(int src_fd, uint64_t src_offset, uint64_t pos, uint64_t len, const std::vector<DedupeTarget>& targets,
-                const std::vector<size_t>& batch, std::vector<file_dedupe_range_info>& infos)
-{
-    std::vector<uint8_t> buf(sizeof(file_dedupe_range) + batch.size() * sizeof(file_dedupe_range_info));
-    auto* arg = reinterpret_cast<file_dedupe_range*>(buf.data());
-    arg->src_offset = src_offset + pos;
-    arg->src_length = len;
-    arg->dest_count = static_cast<uint16_t>(batch.size());
-    for (size_t i = 0; i < batch.size(); ++i) {
-        arg->info[i].dest_fd = targets[batch[i]].fd;
-        arg->info[i].dest_offset = targets[batch[i]].offset + pos;
-    }
-    if (::ioctl(src_fd, FIDEDUPERANGE, arg) != 0)
-        return errno;
-    infos.assign(arg->info, arg->info + batch.size());
-    return 0;
-}
-
 } // namespace
 
-std::vector<DedupeResult> dedupe_onto(int src_fd, uint64_t src_offset, uint64_t length,
+std::vector<DedupeCallResult> fideduperange_call(int src_fd, uint64_t src_offset, uint64_t length,
+                                                 const std::vector<DedupeTarget>& targets)
+{
+    std::vector<uint8_t> buf(sizeof(file_dedupe_range) + targets.size() * sizeof(file_dedupe_range_info));
+    auto* arg = reinterpret_cast<file_dedupe_range*>(buf.data());
+    arg->src_offset = src_offset;
+    arg->src_length = length;
+    arg->dest_count = static_cast<uint16_t>(targets.size());
+    for (size_t i = 0; i < targets.size(); ++i) {
+        arg->info[i].dest_fd = targets[i].fd;
+        arg->info[i].dest_offset = targets[i].offset;
+    }
+    std::vector<DedupeCallResult> results(targets.size());
+    if (::ioctl(src_fd, FIDEDUPERANGE, arg) != 0) {
+        int err = errno;
+        for (DedupeCallResult& r : results)
+            r.error = err;
+        return results;
+    }
+    for (size_t i = 0; i < targets.size(); ++i) {
+        const file_dedupe_range_info& info = arg->info[i];
+        if (info.status == FILE_DEDUPE_RANGE_DIFFERS)
+            results[i].differs = true;
+        else if (info.status < 0)
+            results[i].error = -info.status;
+        else
+            results[i].bytes_deduped = info.bytes_deduped;
+    }
+    return results;
+}
+
+std::vector<DedupeResult> dedupe_onto(FilesystemQueries& fs, int src_fd, uint64_t src_offset, uint64_t length,
                                       const std::vector<DedupeTarget>& targets)
 {
     std::vector<DedupeResult> results(targets.size());
@@ -51,30 +63,31 @@ std::vector<DedupeResult> dedupe_onto(int src_fd, uint64_t src_offset, uint64_t 
                   [](const Pending& a, const Pending& b) { return a.progress < b.progress; });
         uint64_t pos = pending.front().progress;
         std::vector<size_t> batch;
+        std::vector<DedupeTarget> call_targets;
         for (const Pending& p : pending) {
             if (p.progress != pos || batch.size() == kMaxTargetsPerCall)
                 break;
             batch.push_back(p.target);
+            call_targets.push_back({targets[p.target].fd, targets[p.target].offset + pos});
         }
         uint64_t len = std::min(kMaxBytesPerCall, length - pos);
 
-        std::vector<file_dedupe_range_info> infos;
-        int call_err = dedupe_call(src_fd, src_offset, pos, len, targets, batch, infos);
+        std::vector<DedupeCallResult> done = fs.dedupe_call(src_fd, src_offset + pos, len, call_targets);
+        if (done.size() != batch.size())
+            throw std::logic_error("dedupe_call: one result per target expected");
         std::vector<Pending> next;
         for (size_t i = 0; i < batch.size(); ++i) {
             size_t t = batch[i];
-            int status = call_err ? -call_err : infos[i].status;
-            uint64_t done = call_err ? 0 : infos[i].bytes_deduped;
-            if (status == FILE_DEDUPE_RANGE_DIFFERS) {
+            if (done[i].differs) {
                 results[t].differs += length - pos;
-            } else if (status < 0) { // EAGAIN too: the caller retries whole extents later
-                results[t].error = -status;
-            } else if (done == 0) {
+            } else if (done[i].error != 0) { // EAGAIN too: the caller retries whole extents later
+                results[t].error = done[i].error;
+            } else if (done[i].bytes_deduped == 0) {
                 results[t].error = EINVAL; // no progress: the kernel will not share this range
             } else {
-                results[t].deduped += done;
-                if (pos + done < length)
-                    next.push_back({t, pos + done});
+                results[t].deduped += done[i].bytes_deduped;
+                if (pos + done[i].bytes_deduped < length)
+                    next.push_back({t, pos + done[i].bytes_deduped});
             }
         }
         // Keep the targets this call did not include.

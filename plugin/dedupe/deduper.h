@@ -2,7 +2,14 @@
 //
 // The kernel locks both ranges, compares the bytes and only then shares the extent, so this
 // is safe against files that change underneath: a mismatch is reported, never written.
+//
+// Two layers: dedupe_onto batches a range and its targets into calls within the limits below
+// and continues partial progress; fideduperange_call is one call, the ioctl. dedupe_onto
+// reaches the call through FilesystemQueries::dedupe_call, so the batching is tested against
+// a model (tests/unit/test_dedupe_onto.cpp) and runs against the kernel (KernelQueries).
 #pragma once
+
+#include "plugin/dedupe/filesystem_queries.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -10,15 +17,10 @@
 
 namespace snapdedupe {
 
-struct DedupeTarget {
-    int fd = -1;
-    uint64_t offset = 0;
-};
-
 struct DedupeResult {
     uint64_t deduped = 0; // bytes now shared with the source
     uint64_t differs = 0; // bytes the kernel found different (FILE_DEDUPE_RANGE_DIFFERS)
-    int error = 0;        // errno of a failure, 0 if none; EAGAIN: still busy after retries
+    int error = 0;        // errno of a failure, 0 if none; EAGAIN: a send holds the root
 };
 
 // The kernel accepts many destinations per call; more than this per call only makes one
@@ -27,11 +29,17 @@ constexpr size_t kMaxTargetsPerCall = 120;
 // btrfs dedupes in 16 MiB steps anyway; a call per step bounds how long a range stays locked.
 constexpr uint64_t kMaxBytesPerCall = 16 * 1024 * 1024;
 
-// Shares [src_offset, src_offset + length) of `src_fd` into each target at its offset.
+// Shares [src_offset, src_offset + length) of `src_fd` into each target at its offset, in
+// calls of at most kMaxTargetsPerCall targets and kMaxBytesPerCall bytes.
 // One result per target, in order. Partial progress is continued. EAGAIN (a send is reading
 // the root) is returned as the target's error: a send holds its root for long, so the run
 // defers the whole extent instead of waiting here.
-std::vector<DedupeResult> dedupe_onto(int src_fd, uint64_t src_offset, uint64_t length,
+std::vector<DedupeResult> dedupe_onto(FilesystemQueries& fs, int src_fd, uint64_t src_offset, uint64_t length,
                                       const std::vector<DedupeTarget>& targets);
+
+// One FIDEDUPERANGE ioctl, as FilesystemQueries::dedupe_call describes it (KernelQueries'
+// answer). The caller keeps within the limits above.
+std::vector<DedupeCallResult> fideduperange_call(int src_fd, uint64_t src_offset, uint64_t length,
+                                                 const std::vector<DedupeTarget>& targets);
 
 } // namespace snapdedupe

@@ -1,13 +1,14 @@
 #include "plugin/dedupe/extent_planner.h"
 
 #include "plugin/dedupe/deduper.h"
-#include "snapshots/kernel/sys_error.h"
+#include "snapshots/kernel/error.h"
 
 #include <linux/btrfs_tree.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <optional>
 
 namespace snapdedupe {
 
@@ -50,7 +51,7 @@ bool ExtentPlanner::read_only(uint64_t root)
 {
     auto it = read_only_.find(root);
     if (it == read_only_.end())
-        it = read_only_.emplace(root, subvolume_is_read_only(fs_fd_, root)).first;
+        it = read_only_.emplace(root, fs_.subvolume_read_only(root)).first;
     return it->second;
 }
 
@@ -59,10 +60,10 @@ bool ExtentPlanner::regular_file(uint64_t root, uint64_t inode, InodeHandle& han
     auto key = std::make_pair(root, inode);
     auto it = inodes_.find(key);
     if (it == inodes_.end()) {
-        InodeInfo info;
         InodeHandle h{root, inode, 0};
-        if (read_inode(fs_fd_, root, inode, info) && S_ISREG(info.mode))
-            h.generation = info.generation;
+        std::optional<InodeInfo> info = fs_.inode_info(root, inode);
+        if (info && S_ISREG(info->mode))
+            h.generation = info->generation;
         it = inodes_.emplace(key, h).first;
     }
     handle = it->second;
@@ -86,7 +87,7 @@ ExtentPlanner::collect_candidates(const std::vector<DuplicateBlock>& duplicates)
             ++last;
         }
         const InodeHandle file = duplicates[first].file;
-        std::vector<FileExtentItem> items = file_extent_items(fs_fd_, file.root, file.inode, from, to - 1);
+        std::vector<FileExtentItem> items = fs_.file_extent_items(file.root, file.inode, from, to - 1);
         for (size_t i = first; i < last; ++i)
             add_block_pieces(duplicates[i], i, items, candidates);
         first = last;
@@ -116,7 +117,7 @@ void ExtentPlanner::add_block_pieces(const DuplicateBlock& d, size_t index, cons
         Piece p;
         p.extent_offset = item.extent_offset + (o0 - item.file_offset);
         p.length = o1 - o0;
-        p.src = {d.keeper.where.root, d.keeper.where.inode, d.keeper.where.inode_gen};
+        p.src = d.keeper.where.file;
         p.src_offset = d.keeper.where.file_offset + (o0 - b0);
         p.keeper_key = d.keeper.key;
         c.pieces.push_back(p);
@@ -135,13 +136,12 @@ bool ExtentPlanner::read_references(const Candidate& c, std::vector<Reference>& 
 {
     writable = false;
     try {
-        bool complete = true;
-        for (const ExtentRef& r : logical_ino(fs_fd_, c.disk_bytenr, true, &complete)) {
+        ExtentRefs found = fs_.extent_references(c.disk_bytenr);
+        for (const ExtentRef& r : found.refs) {
             Reference ref;
             if (!regular_file(r.root, r.inode, ref.file))
                 return false;
-            std::vector<FileExtentItem> items =
-                file_extent_items(fs_fd_, r.root, r.inode, r.file_offset, r.file_offset);
+            std::vector<FileExtentItem> items = fs_.file_extent_items(r.root, r.inode, r.file_offset, r.file_offset);
             if (items.size() != 1 || items[0].disk_bytenr != c.disk_bytenr)
                 return false;
             ref.item = items[0];
@@ -149,7 +149,7 @@ bool ExtentPlanner::read_references(const Candidate& c, std::vector<Reference>& 
             writable = writable || ref.writable;
             refs.push_back(ref);
         }
-        if (!complete)
+        if (!found.complete)
             return false; // more references than the kernel would list: the extent's fate is unknown
     } catch (const SysError& e) {
         // A subvolume deleted but not yet cleaned up still shows in LOGICAL_INO while its
@@ -185,7 +185,7 @@ uint32_t ExtentPlanner::tree_level(uint64_t root)
 {
     auto it = tree_levels_.find(root);
     if (it == tree_levels_.end())
-        it = tree_levels_.emplace(root, subvolume_tree_level(fs_fd_, root)).first;
+        it = tree_levels_.emplace(root, fs_.subvolume_tree_level(root)).first;
     return it->second;
 }
 
@@ -294,7 +294,8 @@ ExtentPlan ExtentPlanner::plan(const std::vector<DuplicateBlock>& duplicates)
         charged_leaves_.insert(e.leaves.begin(), e.leaves.end());
         charged_roots_.insert(roots.begin(), roots.end());
         size_t index = plan.extents.size();
-        plan.extents.push_back({e.cand.disk_bytenr, e.cand.disk_bytes, e.refs.size(), cost, e.writable, e.cand.blocks});
+        plan.extents.push_back({e.cand.disk_bytenr, e.cand.disk_bytes, e.refs.size(), cost, e.writable});
+        plan.extent_blocks.push_back(e.cand.blocks);
         ++c.extents_planned;
         c.predicted_freed_bytes += e.cand.disk_bytes;
         c.predicted_metadata_bytes += cost;

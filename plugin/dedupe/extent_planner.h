@@ -9,8 +9,9 @@
 
 #include "index/block_hasher.h"
 #include "index/block_index.h"
-#include "snapshots/kernel/btrfs_ioctl.h"
+#include "plugin/dedupe/filesystem_queries.h"
 #include "plugin/run_report.h"
+#include "snapshots/kernel/space_info.h"
 
 #include <map>
 #include <set>
@@ -36,31 +37,24 @@ struct PlannedMove {
     uint64_t src_offset = 0;
     BlockKey keeper_key; // where the keeper's bytes are on disk
     uint64_t length = 0;
-    size_t extent = 0;     // index into ExtentPlan::extents
+    size_t extent = 0;     // index into ExtentPlan::extents and ExtentPlan::extent_blocks
     bool primary = false;  // the processed snapshot's own reference
     bool writable = false; // in a writable subvolume: moved only after all read-only ones
 };
 
-struct PlannedExtent {
-    uint64_t disk_bytenr = 0;
-    uint64_t disk_bytes = 0;
-    uint64_t references = 0;
-    uint64_t metadata_cost = 0;
-    bool writable = false;
-    std::vector<size_t> blocks; // duplicate blocks with bytes in it
-};
-
 struct ExtentPlan {
-    std::vector<PlannedExtent> extents;
+    std::vector<PlannedExtent> extents;             // each extent to free (plugin/run_report.h)
+    std::vector<std::vector<size_t>> extent_blocks; // per extent: the duplicate blocks with bytes in it
     std::vector<PlannedMove> moves;
     DedupeCounters counters; // skips and predictions
 };
 
 class ExtentPlanner {
 public:
+    // `fs` answers the planner's questions and must outlive it.
     // `readonly_only`: leave alone every extent a writable subvolume references.
-    ExtentPlanner(int fs_fd, MetadataGeometry geometry, bool readonly_only)
-        : fs_fd_(fs_fd), geometry_(geometry), readonly_only_(readonly_only)
+    ExtentPlanner(FilesystemQueries& fs, MetadataGeometry geometry, bool readonly_only)
+        : fs_(fs), geometry_(geometry), readonly_only_(readonly_only)
     {
     }
 
@@ -89,7 +83,7 @@ private:
     std::set<uint64_t> roots_of(const std::vector<Reference>& refs) const;
     uint32_t tree_level(uint64_t root);
 
-    int fs_fd_;
+    FilesystemQueries& fs_;
     MetadataGeometry geometry_;
     bool readonly_only_;
     std::map<uint64_t, bool> read_only_;

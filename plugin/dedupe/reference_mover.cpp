@@ -33,37 +33,15 @@ std::vector<PlannedMove> merge_adjacent(std::vector<PlannedMove> moves)
     return merged;
 }
 
-// For each busy extent, the references none of whose moves happened (their subvolume is the
-// one being sent), with those moves. A reference that did move now points at the keeper, so a
-// retry could not find the extent through it.
-std::vector<DeferredMove> busy_moves(const std::vector<PlannedMove>& moves, const std::vector<DedupeResult>& results,
-                                     const std::vector<bool>& extent_busy)
+DeferredMove journal_entry(const PlannedMove& m, int error)
 {
-    std::map<std::pair<size_t, InodeHandle>, bool> untouched; // (extent, file) -> no move happened
-    for (size_t i = 0; i < moves.size(); ++i) {
-        if (!extent_busy[moves[i].extent])
-            continue;
-        auto key = std::make_pair(moves[i].extent, moves[i].dst);
-        bool none = results[i].deduped == 0 && results[i].error == EAGAIN;
-        auto [it, fresh] = untouched.emplace(key, none);
-        if (!fresh)
-            it->second = it->second && none;
-    }
-    // Every such reference: each may hold a different part of the extent.
-    std::vector<DeferredMove> out;
-    for (const auto& [key, none] : untouched) {
-        if (!none)
-            continue;
-        for (const PlannedMove& m : moves) {
-            if (m.extent != key.first || !(m.dst == key.second))
-                continue;
-            out.push_back({{m.dst.root, m.dst.inode, m.dst.generation, m.dst_offset},
-                           m.length,
-                           {m.src.root, m.src.inode, m.src.generation, m.src_offset},
-                           m.keeper_key});
-        }
-    }
-    return out;
+    return {{m.dst, m.dst_offset}, m.length, {m.src, m.src_offset}, m.keeper_key, error};
+}
+
+// Settled: it moved, or it never will (its file is gone, or its bytes differ from the keeper's).
+bool settled(const PlannedMove& m, const DedupeResult& r)
+{
+    return r.deduped == m.length || r.differs > 0 || r.error == ENOENT || r.error == ESTALE;
 }
 
 } // namespace
@@ -83,7 +61,7 @@ void ReferenceMover::run_moves(const std::vector<PlannedMove>& moves, const std:
     for (auto& [key, members] : groups) {
         auto& [src_handle, src_offset, length] = key;
         if (!src || !(open_src_handle == src_handle)) {
-            src = open_by_handle(fs_, src_handle);
+            src = fs_.open_file(src_handle);
             open_src_handle = src_handle;
         }
         if (!src) {
@@ -97,7 +75,7 @@ void ReferenceMover::run_moves(const std::vector<PlannedMove>& moves, const std:
         for (size_t i : members) {
             auto it = dst_fds.find(moves[i].dst);
             if (it == dst_fds.end())
-                it = dst_fds.emplace(moves[i].dst, open_by_handle(fs_, moves[i].dst)).first;
+                it = dst_fds.emplace(moves[i].dst, fs_.open_file(moves[i].dst)).first;
             if (!it->second) {
                 results[i].error = it->second.error;
                 continue;
@@ -105,7 +83,7 @@ void ReferenceMover::run_moves(const std::vector<PlannedMove>& moves, const std:
             targets.push_back({it->second.fd.get(), moves[i].dst_offset});
             target_moves.push_back(i);
         }
-        std::vector<DedupeResult> done = dedupe_onto(src.fd.get(), src_offset, length, targets);
+        std::vector<DedupeResult> done = dedupe_onto(fs_, src.fd.get(), src_offset, length, targets);
         for (size_t t = 0; t < done.size(); ++t)
             results[target_moves[t]] = done[t];
     }
@@ -115,6 +93,10 @@ MoveOutcome ReferenceMover::execute(const ExtentPlan& plan, size_t duplicate_cou
 {
     std::vector<PlannedMove> moves = merge_adjacent(plan.moves);
     std::vector<DedupeResult> results(moves.size());
+    std::vector<DeferredMove> intent;
+    for (const PlannedMove& m : moves)
+        intent.push_back(journal_entry(m, 0));
+    journal_.record(intent); // durable before the first reference moves
 
     // Read-only references first; a writable subvolume's only once every read-only reference
     // of the extent has moved. Otherwise a busy snapshot would leave the live subvolume on
@@ -147,17 +129,23 @@ MoveOutcome ReferenceMover::execute(const ExtentPlan& plan, size_t duplicate_cou
             extent_freed[m.extent] = false;
         if (r.error == EAGAIN)
             extent_busy[m.extent] = true;
-        else if (r.error != 0)
+        else if (r.error != 0 && r.error != ENOENT && r.error != ESTALE) // gone is not an error
             ++c.dedupe_errors;
+    }
+    for (size_t i = 0; i < moves.size(); ++i) {
+        if (settled(moves[i], results[i]))
+            journal_.settle({moves[i].dst, moves[i].dst_offset});
+        else // a writable reference not tried because its extent's read-only ones did not all move
+            journal_.keep(journal_entry(moves[i], results[i].error ? results[i].error
+                                                  : extent_busy[moves[i].extent] ? EAGAIN : 0));
     }
 
     outcome.extent_busy = extent_busy;
-    outcome.busy_moves = busy_moves(moves, results, extent_busy);
     outcome.moved.assign(duplicate_count, true);
     std::vector<bool> in_plan(duplicate_count, false);
     for (size_t e = 0; e < plan.extents.size(); ++e) {
         c.extents_moved += extent_freed[e] ? 1 : 0;
-        for (size_t b : plan.extents[e].blocks) {
+        for (size_t b : plan.extent_blocks[e]) {
             in_plan[b] = true;
             outcome.moved[b] = outcome.moved[b] && extent_freed[e];
         }

@@ -1,10 +1,11 @@
 // Executing an extent plan: FIDEDUPERANGE of every planned reference onto its keeper.
 #pragma once
 
-#include "plugin/dedupe/extent_planner.h"
-#include "plugin/run_report.h"
-
 #include "plugin/dedupe/deduper.h"
+#include "plugin/dedupe/extent_planner.h"
+#include "plugin/dedupe/filesystem_queries.h"
+#include "plugin/dedupe/move_journal.h"
+#include "plugin/run_report.h"
 
 #include <vector>
 
@@ -12,16 +13,15 @@ namespace snapdedupe {
 
 struct MoveOutcome {
     std::vector<bool> moved; // per duplicate block: every extent holding it was freed
-    std::vector<bool> extent_busy;        // per planned extent: some reference was busy (EAGAIN)
-    std::vector<DeferredMove> busy_moves; // per busy extent, the moves of the references that did
-                                          // not move at all: what a retry starts from
+    std::vector<bool> extent_busy; // per planned extent: some reference was busy (EAGAIN)
     DedupeCounters counters;       // busy extents are left to the caller to count
 };
 
 class ReferenceMover {
 public:
-    // `fs_fd`: any fd on the filesystem; files are opened by handle through it.
-    explicit ReferenceMover(const LabeledFd& filesystem) : fs_(filesystem) {}
+    // `fs` opens the files and dedupes; `journal` records every move before it runs and keeps
+    // those that did not settle. Both must outlive the mover.
+    ReferenceMover(FilesystemQueries& fs, MoveJournal& journal) : fs_(fs), journal_(journal) {}
 
     // `duplicate_count`: the number of duplicate blocks the plan was made from.
     MoveOutcome execute(const ExtentPlan& plan, size_t duplicate_count);
@@ -30,7 +30,8 @@ private:
     void run_moves(const std::vector<PlannedMove>& moves, const std::vector<size_t>& selected,
                    std::vector<DedupeResult>& results);
 
-    const LabeledFd& fs_;
+    FilesystemQueries& fs_;
+    MoveJournal& journal_;
 };
 
 } // namespace snapdedupe

@@ -8,6 +8,8 @@
 #include "snapshots/change_set.h"
 #include "snapshots/snapshot_list.h"
 
+#include <chrono>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -18,20 +20,27 @@ namespace snapdedupe {
 struct PassPolicy {
     bool dry_run = false;
     bool readonly_only = false; // leave extents that a writable subvolume references
+    // A test seam, set only by the command line's hidden test options: called before each
+    // batch's dedupe calls, so a test can change files between hashing and dedupe.
+    std::function<void()> before_dedupe;
 };
 
 class SnapshotPass {
 public:
-    SnapshotPass(const LabeledFd& filesystem, BlockIndex& index, MetadataGeometry geometry, PassPolicy policy);
+    // `queries` answers the planner and the mover; `journal` records each move before it runs.
+    SnapshotPass(FilesystemQueries& queries, MoveJournal& journal, BlockIndex& index, MetadataGeometry geometry,
+                 PassPolicy policy);
 
     // Diffs `snapshot` against `parent` (nullptr: a full stream), hashes the changed blocks
     // the index does not know, dedupes the duplicates and records all of it in the index.
     // The caller wraps it in one transaction.
     SnapshotReport process(const Snapshot& snapshot, const Snapshot* parent, const std::string& lineage);
 
-    // Retries the duplicates left busy (EAGAIN) by this or an earlier run; those still busy
-    // stay deferred for the next run.
-    DedupeCounters retry_deferred();
+    // Finishes the moves the journal holds: left by a run that was killed, by a busy root
+    // (EAGAIN) or by an error, in this run or an earlier one. Rounds with doubling pauses
+    // within `budget`; what still does not move stays in the journal for the next run. Only
+    // the `final` call of a run counts what stays (busy_deferred, dedupe_errors).
+    DedupeCounters finish_journal(std::chrono::milliseconds budget, bool final);
 
 private:
     // The oldest indexed copy that still opens; copies that no longer open are forgotten.
@@ -41,14 +50,15 @@ private:
     // Plans and (unless a dry run) moves; records what stayed in the index.
     // Counts busy extents in busy_deferred and takes them out of the plan's predictions;
     // `index_unmoved`: record the duplicates that stayed as locations of their bytes.
-    DedupeCounters dedupe(const std::vector<DuplicateBlock>& duplicates, std::vector<PlannedExtentReport>* plan_out,
+    DedupeCounters dedupe(const std::vector<DuplicateBlock>& duplicates, std::vector<PlannedExtent>* plan_out,
                           bool index_unmoved);
     DedupeCounters dedupe_during_run(const std::vector<DuplicateBlock>& duplicates, SnapshotReport& report);
-    // The deferred moves whose reference and keeper still open, as duplicates to plan again;
-    // removed from the index.
-    std::vector<DuplicateBlock> load_deferred();
+    // The journal's moves as duplicates to plan again, each with its keeper where it is now;
+    // all leave the journal (those planned again are recorded again by the mover).
+    std::vector<DuplicateBlock> take_journal();
+    std::optional<BlockLocation> keeper_now(const DeferredMove& m);
 
-    const LabeledFd& fs_;
+    FilesystemQueries& queries_;
     BlockIndex& index_;
     PassPolicy policy_;
     ExtentPlanner planner_;

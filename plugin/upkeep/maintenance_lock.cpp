@@ -1,6 +1,6 @@
 #include "plugin/upkeep/maintenance_lock.h"
 
-#include "snapshots/kernel/sys_error.h"
+#include "snapshots/kernel/error.h"
 
 #include <fcntl.h>
 #include <sys/file.h>

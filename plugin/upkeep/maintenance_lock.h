@@ -2,18 +2,13 @@
 // filesystem never run at the same time (they all compete for the same disks).
 #pragma once
 
+#include "snapshots/kernel/error.h"
 #include "snapshots/kernel/unique_fd.h"
 
 #include <stdexcept>
 #include <string>
 
 namespace snapdedupe {
-
-// Another task holds a lock and the caller asked not to wait (--no-wait, exit code 7).
-class BusyError : public std::runtime_error {
-public:
-    using std::runtime_error::runtime_error;
-};
 
 // An exclusive flock(2) on `path` (created if missing), held until destruction. flock, not
 // fcntl locks: flock(1), which btrfsmaintenance uses, takes flock locks, and the two kinds do

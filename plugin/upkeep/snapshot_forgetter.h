@@ -11,7 +11,7 @@
 #pragma once
 
 #include "index/block_index.h"
-#include "snapshots/kernel/labeled_fd.h"
+#include "plugin/dedupe/filesystem_queries.h"
 
 #include <cstdint>
 
@@ -23,9 +23,9 @@ struct ForgetOutcome {
     uint64_t blocks_forgotten = 0; // blocks no surviving snapshot of the lineage maps
 };
 
-// Forgets every indexed snapshot of the filesystem of `fs_fd` whose subvolume is gone
+// Forgets every indexed snapshot of the filesystem `fs` answers for whose subvolume is gone
 // (deleted, being cleaned up, or its id reused by another subvolume), in one transaction.
-// Needs CAP_SYS_ADMIN (subvolume lookups by id).
-ForgetOutcome forget_deleted_snapshots(const LabeledFd& filesystem, Database& db, BlockIndex& index);
+// On the kernel (KernelQueries), needs CAP_SYS_ADMIN (subvolume lookups by id).
+ForgetOutcome forget_deleted_snapshots(FilesystemQueries& fs, Database& db, BlockIndex& index);
 
 } // namespace snapdedupe

@@ -1,7 +1,7 @@
 #include "plugin/upkeep/work_queue.h"
 
 #include "snapshots/snapshot_list.h"
-#include "snapshots/kernel/sys_error.h"
+#include "snapshots/kernel/error.h"
 #include "snapshots/kernel/unique_fd.h"
 
 #include <dirent.h>
@@ -28,7 +28,6 @@ namespace {
 constexpr const char* kClaimedPrefix = ".claimed-";
 constexpr const char* kTempPrefix = ".tmp-";
 constexpr const char* kLockName = ".lock";
-constexpr size_t kMaxEntryBytes = 8192; // three short lines; anything longer is not ours
 constexpr time_t kStaleTempSeconds = 24 * 3600; // a plugin killed between write and rename
 
 void note(const std::string& message)
@@ -53,34 +52,67 @@ bool on_btrfs(const std::string& path)
     return ::statfs(path.c_str(), &sfs) == 0 && sfs.f_type == BTRFS_SUPER_MAGIC;
 }
 
-// Reads one entry; nullopt (with the reason) if it is not a well-formed entry.
-std::optional<QueueEntry> parse_entry(const std::string& file, std::string& why)
+// snapper numbers its snapshots from 1; nine digits are far more than it will reach, and
+// keep the value well inside uint64_t.
+bool is_snapshot_number(std::string_view text)
+{
+    return !text.empty() && text.size() <= 9 &&
+           std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isdigit(c) != 0; });
+}
+
+// Reads one entry; nullopt (with the reason) if it cannot be read or is not a well-formed entry.
+std::optional<QueueEntry> read_entry(const std::string& file, std::string& why)
 {
     UniqueFd fd(::open(file.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd) {
         why = std::string("cannot open: ") + std::strerror(errno);
         return std::nullopt;
     }
-    std::string text(kMaxEntryBytes + 1, '\0');
+    // One byte more than an entry may hold, so the parser sees that it is too long.
+    std::string text(kMaxQueueEntryBytes + 1, '\0');
     ssize_t n = ::read(fd.get(), text.data(), text.size());
-    if (n < 0 || static_cast<size_t>(n) > kMaxEntryBytes) {
-        why = n < 0 ? std::string("cannot read: ") + std::strerror(errno) : "too long";
+    if (n < 0) {
+        why = std::string("cannot read: ") + std::strerror(errno);
         return std::nullopt;
     }
     text.resize(static_cast<size_t>(n));
+    return parse_queue_entry(text, file, why);
+}
 
+// The plugin's temporary files, left only if it was killed between write and rename.
+void remove_if_stale(const std::string& file)
+{
+    struct stat st;
+    if (::lstat(file.c_str(), &st) == 0 && std::time(nullptr) - st.st_mtime > kStaleTempSeconds)
+        ::unlink(file.c_str());
+}
+
+} // namespace
+
+std::string state_dir()
+{
+    const char* env = std::getenv(kStateDirEnv);
+    return env && *env ? env : "/var/lib/snapdedupe";
+}
+
+std::optional<QueueEntry> parse_queue_entry(std::string_view text, const std::string& file, std::string& why)
+{
+    if (text.size() > kMaxQueueEntryBytes) {
+        why = "too long";
+        return std::nullopt;
+    }
     QueueEntry e;
     e.file = file;
     std::string action, number;
     size_t pos = 0;
     while (pos < text.size()) {
-        size_t eol = text.find('\n', pos);
-        std::string line = text.substr(pos, eol == std::string::npos ? std::string::npos : eol - pos);
-        pos = eol == std::string::npos ? text.size() : eol + 1;
+        size_t eol = std::min(text.find('\n', pos), text.size());
+        std::string_view line = text.substr(pos, eol - pos);
+        pos = eol + 1;
         size_t eq = line.find('=');
-        if (eq == std::string::npos)
+        if (eq == std::string_view::npos)
             continue;
-        std::string key = line.substr(0, eq), value = line.substr(eq + 1);
+        std::string_view key = line.substr(0, eq), value = line.substr(eq + 1);
         if (key == "action")
             action = value;
         else if (key == "subvolume")
@@ -100,28 +132,12 @@ std::optional<QueueEntry> parse_entry(const std::string& file, std::string& why)
         why = "subvolume '" + e.subvolume + "' is not an absolute path";
         return std::nullopt;
     }
-    if (number.empty() || number.size() > 9 || !std::all_of(number.begin(), number.end(), [](unsigned char c) { return std::isdigit(c) != 0; })) {
+    if (!is_snapshot_number(number)) {
         why = "bad snapshot number '" + number + "'";
         return std::nullopt;
     }
     e.number = std::stoull(number);
     return e;
-}
-
-// The plugin's temporary files, left only if it was killed between write and rename.
-void remove_if_stale(const std::string& file)
-{
-    struct stat st;
-    if (::lstat(file.c_str(), &st) == 0 && std::time(nullptr) - st.st_mtime > kStaleTempSeconds)
-        ::unlink(file.c_str());
-}
-
-} // namespace
-
-std::string state_dir()
-{
-    const char* env = std::getenv(kStateDirEnv);
-    return env && *env ? env : "/var/lib/snapdedupe";
 }
 
 std::string QueueEntry::snapshots_dir() const
@@ -174,7 +190,7 @@ std::vector<QueueEntry> WorkQueue::take(bool claim)
         if (!taken.insert(claimed).second)
             continue; // a new entry renamed over one a failed run had claimed: the same work
         std::string why;
-        std::optional<QueueEntry> e = parse_entry(file, why);
+        std::optional<QueueEntry> e = read_entry(file, why);
         if (!e) {
             note("dropping " + file + ": " + why);
             if (claim)
@@ -217,7 +233,7 @@ QueuedWork plan_queued_work(const std::vector<QueueEntry>& entries)
         // A read-write snapper snapshot is queued like any other, but is not ours to process;
         // if it is the only one, the directory would fail the whole run.
         try {
-            find_snapshots(e.snapshots_dir());
+            find_snapshots(open_directory(e.snapshots_dir()));
         } catch (const PathError& err) {
             note("nothing to do for " + e.file + ": " + err.what());
             continue;

@@ -12,9 +12,11 @@
 
 #include "plugin/upkeep/maintenance_lock.h"
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace snapdedupe {
@@ -35,6 +37,16 @@ struct QueueEntry {
     std::string snapshots_dir() const;
     std::string snapshot_path() const;
 };
+
+// The most an entry may hold: three short lines. Anything longer is not the plugin's.
+inline constexpr size_t kMaxQueueEntryBytes = 8192;
+
+// Parses the text of one entry read from `file` (kept in the entry, for notes). nullopt, with
+// the reason in `why`, if it is not well-formed: longer than kMaxQueueEntryBytes, an action
+// other than create or forget, a subvolume that is not absolute, a number that is missing or
+// not 1 to 9 decimal digits. Lines without '=' and other keys are ignored (the plugin adds
+// the time queued); a repeated key counts its last value.
+std::optional<QueueEntry> parse_queue_entry(std::string_view text, const std::string& file, std::string& why);
 
 // What the queued entries ask of a run.
 struct QueuedWork {

@@ -1,6 +1,6 @@
 #include "snapshots/kernel/btrfs_send.h"
 
-#include "snapshots/kernel/sys_error.h"
+#include "snapshots/kernel/error.h"
 #include "snapshots/kernel/unique_fd.h"
 
 #include <fcntl.h>
@@ -18,11 +18,12 @@ namespace snapdedupe {
 namespace {
 
 // One attempt. Returns the ioctl's errno (0 on success); rethrows what the consumer threw.
-int send_once(int snapshot_fd, std::optional<uint64_t> parent_root, const std::function<void(int)>& consume)
+int send_once(const LabeledFd& snapshot, std::optional<uint64_t> parent_root,
+              const std::function<void(const LabeledFd&)>& consume)
 {
     int fds[2];
     check_sys(::pipe2(fds, O_CLOEXEC), "creating a pipe for", "send");
-    UniqueFd read_end(fds[0]);
+    LabeledFd read_end(UniqueFd(fds[0]), snapshot.label());
     UniqueFd write_end(fds[1]);
 
     __u64 clone_source = parent_root.value_or(0);
@@ -37,20 +38,20 @@ int send_once(int snapshot_fd, std::optional<uint64_t> parent_root, const std::f
 
     int ioctl_errno = 0;
     std::thread sender([&] {
-        if (::ioctl(snapshot_fd, BTRFS_IOC_SEND, &args) != 0)
+        if (::ioctl(snapshot.get(), BTRFS_IOC_SEND, &args) != 0)
             ioctl_errno = errno;
         write_end.reset(); // EOF for the reader, whatever happened
     });
 
     std::exception_ptr consumer_error;
     try {
-        consume(read_end.get());
+        consume(read_end);
     } catch (...) {
         consumer_error = std::current_exception();
     }
     // Closing the read end makes any further kernel write fail with EPIPE (SIGPIPE is ignored
     // by the program), so the sender cannot block forever on a full pipe.
-    read_end.reset();
+    read_end = LabeledFd();
     sender.join();
 
     if (ioctl_errno != 0 && ioctl_errno != EPIPE)
@@ -62,16 +63,16 @@ int send_once(int snapshot_fd, std::optional<uint64_t> parent_root, const std::f
 
 } // namespace
 
-void send_metadata_stream(int snapshot_fd, const char* name, std::optional<uint64_t> parent_root,
-                          const std::function<void(int)>& consume, SendRetryPolicy retry)
+void send_metadata_stream(const LabeledFd& snapshot, std::optional<uint64_t> parent_root,
+                          const std::function<void(const LabeledFd&)>& consume, SendRetryPolicy retry)
 {
     int delay_ms = retry.first_delay_ms;
     for (int attempt = 1;; ++attempt) {
-        int err = send_once(snapshot_fd, parent_root, consume);
+        int err = send_once(snapshot, parent_root, consume);
         if (err == 0)
             return;
         if (err != EAGAIN || attempt >= retry.max_attempts)
-            throw SysError("btrfs send (metadata only) of", name, err);
+            throw SysError("btrfs send (metadata only) of", snapshot.label(), err);
         std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
         delay_ms *= 2;
     }

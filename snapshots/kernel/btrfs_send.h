@@ -1,6 +1,8 @@
 // Running BTRFS_IOC_SEND for a metadata-only stream, as the input of a change set.
 #pragma once
 
+#include "snapshots/kernel/labeled_fd.h"
+
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -13,14 +15,14 @@ struct SendRetryPolicy {
     int first_delay_ms = 100;
 };
 
-// Sends the read-only subvolume open at `snapshot_fd` with BTRFS_SEND_FLAG_NO_FILE_DATA,
+// Sends the read-only subvolume open at `snapshot` with BTRFS_SEND_FLAG_NO_FILE_DATA,
 // incrementally against `parent_root` when given (which is also the clone source, as
 // `btrfs send -p` does). The kernel writes into a pipe from a worker thread; `consume` reads
 // the pipe's read end on the calling thread until EOF. An error on either side ends both:
 // a consumer that throws closes the read end, so the kernel's write fails and the ioctl returns.
 // `consume` is called once per attempt and must start fresh each time.
 // Throws SysError for a failed ioctl (after EAGAIN retries), or what `consume` threw.
-void send_metadata_stream(int snapshot_fd, const char* name, std::optional<uint64_t> parent_root,
-                          const std::function<void(int read_fd)>& consume, SendRetryPolicy retry = {});
+void send_metadata_stream(const LabeledFd& snapshot, std::optional<uint64_t> parent_root,
+                          const std::function<void(const LabeledFd& stream)>& consume, SendRetryPolicy retry = {});
 
 } // namespace snapdedupe

@@ -1,6 +1,6 @@
 #include "snapshots/kernel/fiemap.h"
 
-#include "snapshots/kernel/sys_error.h"
+#include "snapshots/kernel/error.h"
 
 #include <linux/fiemap.h>
 #include <linux/fs.h>
@@ -10,7 +10,7 @@
 
 namespace snapdedupe {
 
-std::vector<FileExtent> file_extents(int fd, uint64_t start, uint64_t length, const std::string& name)
+std::vector<FileExtent> file_extents(const LabeledFd& file, uint64_t start, uint64_t length)
 {
     constexpr uint32_t kBatch = 256;
     std::vector<uint8_t> buf(sizeof(fiemap) + kBatch * sizeof(fiemap_extent));
@@ -24,7 +24,7 @@ std::vector<FileExtent> file_extents(int fd, uint64_t start, uint64_t length, co
         fm->fm_start = pos;
         fm->fm_length = end - pos;
         fm->fm_extent_count = kBatch;
-        check_sys(::ioctl(fd, FS_IOC_FIEMAP, fm), "FIEMAP of", name);
+        check_sys(::ioctl(file.get(), FS_IOC_FIEMAP, fm), "FIEMAP of", file.label());
         if (fm->fm_mapped_extents == 0)
             break;
         bool last = false;

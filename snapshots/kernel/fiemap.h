@@ -1,6 +1,8 @@
 // FIEMAP: which disk extents back a file's byte ranges.
 #pragma once
 
+#include "snapshots/kernel/labeled_fd.h"
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -20,6 +22,6 @@ struct FileExtent {
 };
 
 // The extents overlapping [start, start + length), in file order. Holes are gaps between them.
-std::vector<FileExtent> file_extents(int fd, uint64_t start, uint64_t length, const std::string& name);
+std::vector<FileExtent> file_extents(const LabeledFd& file, uint64_t start, uint64_t length);
 
 } // namespace snapdedupe

@@ -1,6 +1,6 @@
 #include "snapshots/kernel/file_handle.h"
 
-#include "snapshots/kernel/sys_error.h"
+#include "snapshots/kernel/error.h"
 
 #include <fcntl.h>
 #include <linux/openat2.h>

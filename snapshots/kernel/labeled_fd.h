@@ -24,4 +24,14 @@ private:
     std::string label_;
 };
 
+// The directory at `path`, labeled with it. Throws PathError (missing, not a directory).
+LabeledFd open_directory(const std::string& path);
+
+// The directory `name` inside `dir`, never through a symlink (O_NOFOLLOW), labeled
+// "<dir>/<name>"; invalid when there is none.
+LabeledFd open_directory_at(const LabeledFd& dir, const std::string& name);
+
+// "<dir>/<name>", with one slash.
+std::string join_path(const std::string& dir, const std::string& name);
+
 } // namespace snapdedupe

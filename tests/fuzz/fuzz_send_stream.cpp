@@ -227,18 +227,19 @@ std::vector<uint8_t> synthesize(const uint8_t* data, std::size_t size)
 }
 
 // The parser reads a file descriptor, so the input goes into one reused memfd.
-int input_fd(const uint8_t* data, std::size_t size)
+const LabeledFd& input_stream(const uint8_t* data, std::size_t size)
 {
-    static const int fd = [] {
-        int made = ::memfd_create("fuzz-send-stream", MFD_CLOEXEC);
-        if (made < 0)
+    static const LabeledFd stream = [] {
+        UniqueFd made(::memfd_create("fuzz-send-stream", MFD_CLOEXEC));
+        if (!made)
             std::abort();
-        return made;
+        return LabeledFd(std::move(made), "fuzz-input");
     }();
+    const int fd = stream.get();
     if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, data, size, 0) != static_cast<ssize_t>(size) ||
         ::lseek(fd, 0, SEEK_SET) != 0)
         std::abort();
-    return fd;
+    return stream;
 }
 
 // run-fuzz.sh sets SNAPDEDUPE_FUZZ_DUMP when it replays a crash: every stream about to
@@ -261,7 +262,7 @@ void parse_and_build(const uint8_t* data, std::size_t size)
 {
     dump_for_replay(data, size);
     try {
-        send::SendStreamParser parser(input_fd(data, size), "fuzz-input");
+        send::SendStreamParser parser(input_stream(data, size));
         std::optional<ChangeSetBuilder> builder(std::in_place);
         send::SendCommand command;
         while (parser.next(command)) {

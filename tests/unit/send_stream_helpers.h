@@ -55,9 +55,9 @@ inline std::vector<SendCommand> parse_all(SendStreamParser& parser)
 
 inline std::vector<SendCommand> parse_file(const std::string& path)
 {
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    REQUIRE(fd.valid());
-    SendStreamParser parser(fd.get(), path);
+    LabeledFd stream(UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC)), path);
+    REQUIRE(stream.valid());
+    SendStreamParser parser(stream);
     return parse_all(parser);
 }
 
@@ -69,7 +69,7 @@ inline std::vector<SendCommand> parse_via_pipe(const std::vector<uint8_t>& bytes
     ::signal(SIGPIPE, SIG_IGN); // the parser may stop early on bad input
     int fds[2];
     REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
-    UniqueFd read_end(fds[0]);
+    LabeledFd read_end(UniqueFd(fds[0]), "pipe");
     auto writer = std::thread([write_fd = fds[1], &bytes, chunk, before_write] {
         UniqueFd w(write_fd);
         if (before_write)
@@ -84,13 +84,13 @@ inline std::vector<SendCommand> parse_via_pipe(const std::vector<uint8_t>& bytes
         }
     });
     try {
-        SendStreamParser parser(read_end.get(), "pipe");
+        SendStreamParser parser(read_end);
         auto cmds = parse_all(parser);
-        read_end.reset();
+        read_end = LabeledFd();
         writer.join();
         return cmds;
     } catch (...) {
-        read_end.reset();
+        read_end = LabeledFd();
         writer.join();
         throw;
     }

@@ -25,10 +25,10 @@ const std::filesystem::path kRegressions = std::filesystem::path(SNAPDEDUPE_FIXT
 // nullopt if the stream was accepted; any other exception escapes and fails the test.
 std::optional<std::string> replay(const std::filesystem::path& file)
 {
-    UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-    REQUIRE(fd.valid());
+    LabeledFd stream(UniqueFd(::open(file.c_str(), O_RDONLY | O_CLOEXEC)), file.filename().string());
+    REQUIRE(stream.valid());
     try {
-        send::SendStreamParser parser(fd.get(), file.filename().string());
+        send::SendStreamParser parser(stream);
         std::optional<ChangeSetBuilder> builder(std::in_place);
         send::SendCommand command;
         while (parser.next(command)) {

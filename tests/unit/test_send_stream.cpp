@@ -266,8 +266,8 @@ TEST_CASE("command types covered by the fixtures")
 
 TEST_CASE("versions and concatenated sub-streams")
 {
-    UniqueFd fd(::open(fixture("v2-compressed", ".stream").c_str(), O_RDONLY | O_CLOEXEC));
-    SendStreamParser v2(fd.get(), "v2");
+    LabeledFd stream(UniqueFd(::open(fixture("v2-compressed", ".stream").c_str(), O_RDONLY | O_CLOEXEC)), "v2");
+    SendStreamParser v2(stream);
     CHECK(v2.version() == 2);
     auto enc = first_of(parse_all(v2), Command::ENCODED_WRITE);
     CHECK(enc.data_len == 4096); // v2 DATA: type-only header, runs to the end

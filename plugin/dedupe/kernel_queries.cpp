@@ -1,0 +1,93 @@
+#include "plugin/dedupe/kernel_queries.h"
+
+#include "plugin/dedupe/deduper.h"
+#include "snapshots/kernel/error.h"
+#include "snapshots/kernel/subvolume.h"
+#include "snapshots/kernel/uuid.h"
+
+#include <linux/btrfs_tree.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+
+namespace snapdedupe {
+
+namespace {
+
+// Subvolume `root`; a missing one is ENOENT, as for a tree that no longer answers.
+SubvolumeInfo existing_subvolume(const LabeledFd& fs, uint64_t root)
+{
+    std::optional<SubvolumeInfo> info = subvolume_info(fs, root);
+    if (!info)
+        throw SysError("reading subvolume info of root", std::to_string(root), ENOENT);
+    return *info;
+}
+
+} // namespace
+
+std::vector<FileExtentItem> KernelQueries::file_extent_items(uint64_t root, uint64_t inode, uint64_t min_offset,
+                                                             uint64_t max_offset)
+{
+    return snapdedupe::file_extent_items(fs_, root, inode, min_offset, max_offset);
+}
+
+ExtentRefs KernelQueries::extent_references(uint64_t disk_bytenr)
+{
+    return logical_ino(fs_, disk_bytenr, true);
+}
+
+std::optional<InodeInfo> KernelQueries::inode_info(uint64_t root, uint64_t inode)
+{
+    return read_inode(fs_, root, inode);
+}
+
+bool KernelQueries::subvolume_read_only(uint64_t root)
+{
+    return existing_subvolume(fs_, root).read_only;
+}
+
+uint32_t KernelQueries::subvolume_tree_level(uint64_t root)
+{
+    return snapdedupe::subvolume_tree_level(fs_, root);
+}
+
+bool KernelQueries::subvolume_exists(uint64_t root, const std::string& uuid)
+{
+    std::optional<SubvolumeInfo> info = subvolume_info(fs_, root);
+    if (!info)
+        return false;
+    // A deleted subvolume keeps its root item until the cleaner drops it, but loses its
+    // place in the tree at once (libbtrfsutil reports parent 0 for it).
+    if (info->parent_id == 0 && root != BTRFS_FS_TREE_OBJECTID)
+        return false;
+    return uuid_to_string(info->uuid) == uuid; // an id reused after a remount is someone else
+}
+
+OpenResult KernelQueries::open_file(const InodeHandle& file)
+{
+    return open_by_handle(fs_, file);
+}
+
+std::optional<std::vector<DataBlock>> KernelQueries::dedupable_blocks(const InodeHandle& file,
+                                                                       const std::vector<FileRange>& ranges)
+{
+    OpenResult opened = open_by_handle(fs_, file);
+    if (!opened)
+        return std::nullopt; // deleted there, or the inode number was reused (another generation)
+    const std::string name = "root " + std::to_string(file.root) + " inode " + std::to_string(file.inode);
+    const LabeledFd fd(std::move(opened.fd), name);
+    struct stat st;
+    check_sys(::fstat(fd.get(), &st), "stat", fd.label());
+    return snapdedupe::dedupable_blocks(fd, static_cast<uint64_t>(st.st_size), ranges);
+}
+
+std::vector<DedupeCallResult> KernelQueries::dedupe_call(int src_fd, uint64_t src_offset, uint64_t length,
+                                                         const std::vector<DedupeTarget>& targets)
+{
+    std::vector<DedupeCallResult> results = fideduperange_call(src_fd, src_offset, length, targets);
+    if (after_dedupe_call_)
+        after_dedupe_call_();
+    return results;
+}
+
+} // namespace snapdedupe

@@ -1,0 +1,42 @@
+// The filesystem's answers from the kernel: btrfs ioctls, libbtrfsutil and file handles on a
+// mounted btrfs, through the kernel floor (snapshots/kernel/). The one file of the engine that
+// calls the floor, so a change there is adapted here once.
+#pragma once
+
+#include "plugin/dedupe/filesystem_queries.h"
+#include "snapshots/kernel/labeled_fd.h"
+
+#include <functional>
+
+namespace snapdedupe {
+
+class KernelQueries final : public FilesystemQueries {
+public:
+    // `filesystem`: any directory on the filesystem; ioctls and opens by handle go through it.
+    // It must outlive this object.
+    // `after_dedupe_call`: a test seam (plugin/test_seams.h), empty in production.
+    explicit KernelQueries(const LabeledFd& filesystem, std::function<void()> after_dedupe_call = {})
+        : fs_(filesystem), after_dedupe_call_(std::move(after_dedupe_call))
+    {
+    }
+
+    std::vector<FileExtentItem> file_extent_items(uint64_t root, uint64_t inode, uint64_t min_offset,
+                                                  uint64_t max_offset) override;
+    ExtentRefs extent_references(uint64_t disk_bytenr) override;
+    std::optional<InodeInfo> inode_info(uint64_t root, uint64_t inode) override;
+    bool subvolume_read_only(uint64_t root) override;
+    uint32_t subvolume_tree_level(uint64_t root) override;
+    bool subvolume_exists(uint64_t root, const std::string& uuid) override;
+    OpenResult open_file(const InodeHandle& file) override;
+    std::optional<std::vector<DataBlock>> dedupable_blocks(const InodeHandle& file,
+                                                            const std::vector<FileRange>& ranges) override;
+    // FIDEDUPERANGE itself lives with the engine (deduper.h: fideduperange_call).
+    std::vector<DedupeCallResult> dedupe_call(int src_fd, uint64_t src_offset, uint64_t length,
+                                              const std::vector<DedupeTarget>& targets) override;
+
+private:
+    const LabeledFd& fs_;
+    std::function<void()> after_dedupe_call_;
+};
+
+} // namespace snapdedupe

@@ -1,0 +1,41 @@
+// Where the mover writes down what it is about to do, before it does it, and what came of it:
+// the intent journal. A run killed between two dedupe calls leaves some references of an
+// extent on the keeper and the rest on the old extent; the old extent is freed only when the
+// rest move too, and nothing else would ever find them (the moved ones now look known). So
+// every move is recorded, durably, before the first of its extent runs, and leaves the record
+// only when it is settled; the next run finishes what is left (SnapshotPass::finish_journal).
+#pragma once
+
+#include "index/block_index.h"
+
+#include <vector>
+
+namespace snapdedupe {
+
+class MoveJournal {
+public:
+    virtual ~MoveJournal() = default;
+    // Records every move, and makes the record durable, before any of them runs.
+    virtual void record(const std::vector<DeferredMove>& moves) = 0;
+    // The move of the reference at `where` moved, or its file is gone, or its bytes differ.
+    virtual void settle(const BlockLocation& where) = 0;
+    // The move stays for later: busy (EAGAIN), failed (its errno), or not tried (0).
+    virtual void keep(const DeferredMove& move) = 0;
+};
+
+// The journal in the index's `deferred` table. record() commits the transaction open on the
+// index and opens the next, so the record survives a kill; everything else rides on the
+// caller's transaction.
+class IndexJournal final : public MoveJournal {
+public:
+    IndexJournal(Database& db, BlockIndex& index) : db_(db), index_(index) {}
+    void record(const std::vector<DeferredMove>& moves) override;
+    void settle(const BlockLocation& where) override { index_.settle_deferred(where); }
+    void keep(const DeferredMove& move) override { index_.add_deferred(move); }
+
+private:
+    Database& db_;
+    BlockIndex& index_;
+};
+
+} // namespace snapdedupe

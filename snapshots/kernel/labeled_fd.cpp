@@ -1,0 +1,34 @@
+#include "snapshots/kernel/labeled_fd.h"
+
+#include "snapshots/kernel/error.h"
+
+#include <fcntl.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace snapdedupe {
+
+LabeledFd open_directory(const std::string& path)
+{
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd) {
+        if (errno == ENOTDIR)
+            throw PathError(path + ": not a directory or subvolume");
+        throw PathError(path + ": " + std::strerror(errno));
+    }
+    return {std::move(fd), path};
+}
+
+LabeledFd open_directory_at(const LabeledFd& dir, const std::string& name)
+{
+    UniqueFd fd(::openat(dir.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    return {std::move(fd), join_path(dir.label(), name)};
+}
+
+std::string join_path(const std::string& dir, const std::string& name)
+{
+    return dir.ends_with('/') ? dir + name : dir + "/" + name;
+}
+
+} // namespace snapdedupe

@@ -1,0 +1,50 @@
+// What the engine's unit tests share: duplicate blocks as the snapshot pass hands them to the
+// planner, built from an InMemoryFilesystem, and the sizes the scenarios use.
+#pragma once
+
+#include "in_memory_filesystem.h"
+#include "plugin/dedupe/extent_planner.h"
+
+#include <doctest/doctest.h>
+
+namespace snapdedupe::testing {
+
+constexpr uint64_t KiB = 1024;
+constexpr uint64_t MiB = 1024 * KiB;
+
+// nodesize 16 KiB, one copy: a leaf costs 16 KiB, a tree path 16 KiB per level.
+constexpr MetadataGeometry kSingleMetadata{4096, 16384, 1};
+
+// The block [offset, offset + length) of `file`, found to hold the bytes of `keeper` at
+// `keeper_offset` (the oldest indexed copy).
+inline DuplicateBlock duplicate_of(InMemoryFilesystem& fs, const InodeHandle& file, uint64_t offset, uint64_t length,
+                                   const InodeHandle& keeper, uint64_t keeper_offset)
+{
+    std::optional<DataBlock> block = fs.block_at(file, offset, length);
+    std::optional<DataBlock> kept = fs.block_at(keeper, keeper_offset, length);
+    REQUIRE(block);
+    REQUIRE(kept);
+    DuplicateBlock d;
+    d.file = file;
+    d.block = *block;
+    d.hash = 0x5eed;
+    d.keeper.id = 1;
+    d.keeper.key = kept->key;
+    d.keeper.length = length;
+    d.keeper.hash = d.hash;
+    d.keeper.where = {keeper, keeper_offset};
+    return d;
+}
+
+// Every kBlockSize block of the first `size` bytes of `file`, duplicates of `keeper` at the
+// same offsets: a file and its copy.
+inline std::vector<DuplicateBlock> duplicates_of_file(InMemoryFilesystem& fs, const InodeHandle& file, uint64_t size,
+                                                      const InodeHandle& keeper)
+{
+    std::vector<DuplicateBlock> out;
+    for (uint64_t offset = 0; offset < size; offset += kBlockSize)
+        out.push_back(duplicate_of(fs, file, offset, std::min(kBlockSize, size - offset), keeper, offset));
+    return out;
+}
+
+} // namespace snapdedupe::testing
