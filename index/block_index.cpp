@@ -1,6 +1,5 @@
 #include "index/block_index.h"
 
-#include "index/zstd_blob.h"
 
 namespace snapdedupe {
 
@@ -20,16 +19,6 @@ IndexedBlock block_row(const Statement& st)
     b.hash = u(4);
     b.where = {{u(5), u(6), u(7)}, u(8)};
     return b;
-}
-
-std::string join_paths(const std::vector<std::string>& paths)
-{
-    std::string out;
-    for (const std::string& p : paths) {
-        out += p;
-        out += '\0';
-    }
-    return out;
 }
 
 } // namespace
@@ -102,39 +91,21 @@ void BlockIndex::add_snapshot(const ProcessedSnapshot& s)
     Statement st = db_.prepare("INSERT OR REPLACE INTO snapshots (uuid, root_id, lineage, otransid, path, processed_at, "
                                "changed_bytes, changed_paths) VALUES (?1, ?2, ?3, ?4, ?5, strftime('%s','now'), ?6, ?7)");
     st.bind(1, s.uuid).bind(2, s.root_id).bind(3, s.lineage).bind(4, s.otransid).bind(5, s.path);
-    st.bind(6, s.changed_bytes).bind_blob(7, zstd_compress(join_paths(s.changed_paths)));
+    st.bind(6, s.changed_bytes).bind_blob(7, {}); // changed_paths: no longer kept (see index_file.cpp)
     st.run();
-}
-
-std::vector<std::string> BlockIndex::changed_paths(const std::string& uuid)
-{
-    Statement st = db_.prepare("SELECT changed_paths FROM snapshots WHERE uuid = ?1");
-    st.bind(1, uuid);
-    std::vector<std::string> out;
-    if (!st.step())
-        return out;
-    std::string all = zstd_decompress(st.blob(0));
-    st.reset();
-    size_t start = 0;
-    for (size_t i = 0; i < all.size(); ++i) {
-        if (all[i] == '\0') {
-            out.emplace_back(all, start, i - start);
-            start = i + 1;
-        }
-    }
-    return out;
 }
 
 void BlockIndex::add_deferred(const DeferredMove& m)
 {
     Statement st = db_.prepare("INSERT OR REPLACE INTO deferred (root_id, inode, inode_gen, file_offset, length, "
                                "keeper_root, keeper_inode, keeper_gen, keeper_offset, keeper_extent, "
-                               "keeper_extent_offset, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
+                               "keeper_extent_offset, error, primary_ref) "
+                               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
     st.bind(1, m.where.file.root).bind(2, m.where.file.inode).bind(3, m.where.file.generation);
     st.bind(4, m.where.file_offset).bind(5, m.length);
     st.bind(6, m.keeper.file.root).bind(7, m.keeper.file.inode).bind(8, m.keeper.file.generation);
     st.bind(9, m.keeper.file_offset).bind(10, m.keeper_key.extent).bind(11, m.keeper_key.extent_offset);
-    st.bind(12, int64_t{m.error});
+    st.bind(12, int64_t{m.error}).bind(13, int64_t{m.primary ? 1 : 0});
     st.run();
 }
 
@@ -148,7 +119,7 @@ void BlockIndex::settle_deferred(const BlockLocation& where)
 std::vector<DeferredMove> BlockIndex::deferred()
 {
     Statement st = db_.prepare("SELECT root_id, inode, inode_gen, file_offset, length, keeper_root, keeper_inode, "
-                               "keeper_gen, keeper_offset, keeper_extent, keeper_extent_offset, error FROM deferred "
+                               "keeper_gen, keeper_offset, keeper_extent, keeper_extent_offset, error, primary_ref FROM deferred "
                                "ORDER BY root_id, inode, file_offset");
     std::vector<DeferredMove> out;
     auto u = [&](int col) { return static_cast<uint64_t>(st.int64(col)); };
@@ -159,6 +130,7 @@ std::vector<DeferredMove> BlockIndex::deferred()
         m.keeper = {{u(5), u(6), u(7)}, u(8)};
         m.keeper_key = {u(9), u(10)};
         m.error = static_cast<int>(st.int64(11));
+        m.primary = st.int64(12) != 0;
         out.push_back(m);
     }
     return out;
@@ -174,11 +146,6 @@ std::optional<IndexedBlock> BlockIndex::block_at(const BlockKey& key)
         found = block_row(st);
     st.reset();
     return found;
-}
-
-int64_t BlockIndex::block_count()
-{
-    return db_.scalar("SELECT count(*) FROM blocks");
 }
 
 std::vector<ProcessedSnapshot> BlockIndex::snapshots()

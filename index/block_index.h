@@ -56,7 +56,6 @@ struct ProcessedSnapshot {
     uint64_t otransid = 0;
     std::string path;
     uint64_t changed_bytes = 0;
-    std::vector<std::string> changed_paths;
 };
 
 // The intent journal: a move of a reference onto its keeper, written down (and committed)
@@ -69,6 +68,7 @@ struct DeferredMove {
     BlockLocation keeper;
     BlockKey keeper_key; // where the keeper's bytes are on disk (extent and offset; no generation)
     int error = 0;       // why it is still here: 0 not settled yet, EAGAIN busy, else the errno
+    bool primary = true; // the processed snapshot's own reference: its bytes count as deduped
 };
 
 class BlockIndex {
@@ -86,7 +86,6 @@ public:
     // A location that no longer opens (its snapshot was deleted): stop offering it.
     void forget_block(int64_t id);
     void add_snapshot(const ProcessedSnapshot& snapshot);
-    std::vector<std::string> changed_paths(const std::string& uuid);
     // Records (or updates) the move of the reference at `move.where`.
     void add_deferred(const DeferredMove& move);
     // The move of the reference at `where` is settled: it leaves the journal.
@@ -95,7 +94,6 @@ public:
     std::vector<DeferredMove> deferred();
     // The indexed block at this disk address (any generation), if any: where a keeper is now.
     std::optional<IndexedBlock> block_at(const BlockKey& key);
-    int64_t block_count();
 
     // Forgetting deleted snapshots (plugin/snapshot_forgetter.h decides which and where their
     // blocks still live).

@@ -3,6 +3,7 @@
 #include "snapshots/kernel/error.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -24,7 +25,7 @@ CREATE TABLE snapshots (
     path          TEXT NOT NULL,
     processed_at  INTEGER NOT NULL,
     changed_bytes INTEGER NOT NULL,
-    changed_paths BLOB NOT NULL            -- zstd: NUL-separated paths of the change set
+    changed_paths BLOB NOT NULL            -- empty: no reader ever used the list it once held
 );
 CREATE TABLE blocks (
     id            INTEGER PRIMARY KEY,     -- insertion order; the lowest id is the keeper
@@ -53,30 +54,31 @@ CREATE TABLE deferred (                 -- the intent journal: moves recorded be
 // Which filesystem the index describes: its disk addresses mean nothing on another one.
 const char* const kFilesystemTable = "CREATE TABLE filesystem (uuid TEXT NOT NULL)";
 
+// The history `snapdedupe status` shows: one row per run (not dry runs) and filesystem,
+// appended also when the run fails (index/run_history.h).
+const char* const kRunsTable = R"sql(
+CREATE TABLE runs (
+    id              INTEGER PRIMARY KEY,
+    started_at      INTEGER NOT NULL,   -- unix seconds
+    seconds         REAL NOT NULL,      -- this filesystem's share of the run
+    exit_code       INTEGER NOT NULL,
+    snapshots       INTEGER NOT NULL,   -- snapshots processed
+    bytes_hashed    INTEGER NOT NULL,
+    bytes_deduped   INTEGER NOT NULL,
+    data_freed      INTEGER,            -- data_used before - after; NULL: not measured (it failed first)
+    metadata_growth INTEGER,            -- metadata_used after - before
+    net_freed       INTEGER             -- raw_used before - after: every copy of data and metadata
+)
+)sql";
+
 const char* const kTables[] = {"snapshots", "blocks", "deferred"};
-
-bool has_table(Database& db, const std::string& name)
-{
-    Statement st = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1");
-    st.bind(1, name);
-    bool found = st.step();
-    st.reset();
-    return found;
-}
-
-std::string recorded_uuid(Database& db)
-{
-    Statement st = db.prepare("SELECT uuid FROM filesystem");
-    std::string uuid = st.step() ? st.text(0) : std::string();
-    st.reset();
-    return uuid;
-}
 
 void create_schema(Database& db, const std::string& fs_uuid)
 {
     Transaction tx(db);
     db.exec(kSchema);
     db.exec(kFilesystemTable);
+    db.exec(kRunsTable);
     Statement st = db.prepare("INSERT INTO filesystem (uuid) VALUES (?1)");
     st.bind(1, fs_uuid).run();
     db.exec("PRAGMA application_id=" + std::to_string(kApplicationId));
@@ -95,23 +97,15 @@ std::string quick_check(Database& db)
     return verdict.empty() ? "no answer" : verdict;
 }
 
-bool has_column(Database& db, const std::string& table, const std::string& column)
-{
-    Statement st = db.prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2");
-    st.bind(1, table).bind(2, column);
-    bool found = st.step();
-    st.reset();
-    return found;
-}
-
-// Version 1 grew without a new version number, each addition made on first use: the
-// filesystem's uuid (an index from before it was recorded has been used on this one), and
-// the journal's error column.
+// Version 1 grew without a new version number, each addition made on first write use: the
+// filesystem's uuid (an index from before it was recorded has been used on this one), the
+// journal's error column, and the history of runs.
 void upgrade_in_place(Database& db, const std::string& fs_uuid)
 {
-    bool record_uuid = !has_table(db, "filesystem");
-    bool add_error = !has_column(db, "deferred", "error");
-    if (!record_uuid && !add_error)
+    bool record_uuid = !index_has_table(db, "filesystem");
+    bool add_error = !index_has_column(db, "deferred", "error");
+    bool add_runs = !index_has_table(db, "runs");
+    if (!record_uuid && !add_error && !add_runs)
         return;
     Transaction tx(db);
     if (record_uuid) {
@@ -120,11 +114,14 @@ void upgrade_in_place(Database& db, const std::string& fs_uuid)
     }
     if (add_error)
         db.exec("ALTER TABLE deferred ADD COLUMN error INTEGER NOT NULL DEFAULT 0");
+    if (add_runs)
+        db.exec(kRunsTable);
     tx.commit();
 }
 
-// Every check reads; nothing is written until the file is known to be ours.
-void check_ours(Database& db, const std::string& fs_uuid, bool dry_run)
+// Every check reads; nothing is written until the file is known to be ours. Without `fs_uuid`
+// (a reader with no filesystem at hand) the recorded uuid is not compared.
+void check_ours(Database& db, const std::optional<std::string>& fs_uuid)
 {
     const std::string name = "index " + db.path();
     int64_t version = db.scalar("PRAGMA user_version");
@@ -139,20 +136,82 @@ void check_ours(Database& db, const std::string& fs_uuid, bool dry_run)
     if (std::string verdict = quick_check(db); verdict != "ok")
         throw IndexError(name + ": damaged (" + verdict + "); remove it and the next run rebuilds it");
     for (const char* table : kTables)
-        if (!has_table(db, table))
+        if (!index_has_table(db, table))
             throw IndexError(name + ": damaged (table " + std::string(table) + " is missing)");
     // Another filesystem's index is refused before anything is written to it.
-    if (has_table(db, "filesystem")) {
-        std::string recorded = recorded_uuid(db);
-        if (recorded != fs_uuid)
-            throw IndexError(name + ": the index of filesystem " + recorded + ", not of " + fs_uuid +
-                             " (each filesystem needs its own index: see --db)");
-    }
-    if (!dry_run)
-        upgrade_in_place(db, fs_uuid);
+    std::optional<std::string> recorded = index_filesystem_uuid(db);
+    if (fs_uuid && recorded && *recorded != *fs_uuid)
+        throw IndexError(name + ": the index of filesystem " + *recorded + ", not of " + *fs_uuid +
+                         " (each filesystem needs its own index: see --db)");
 }
 
+// What says that the index file was written: a run's checkpoint writes into it, and a run
+// that starts and ends deletes its -wal file after one.
+struct FileVersion {
+    dev_t dev = 0;
+    ino_t ino = 0;
+    off_t size = 0;
+    timespec mtime{}, ctime{};
+    bool operator==(const FileVersion& o) const
+    {
+        return dev == o.dev && ino == o.ino && size == o.size && mtime.tv_sec == o.mtime.tv_sec &&
+               mtime.tv_nsec == o.mtime.tv_nsec && ctime.tv_sec == o.ctime.tv_sec && ctime.tv_nsec == o.ctime.tv_nsec;
+    }
+};
+
+FileVersion version_of(const struct stat& st)
+{
+    return {st.st_dev, st.st_ino, st.st_size, st.st_mtim, st.st_ctim};
+}
+
+// A run killed, or one writing now, leaves committed transactions in the -wal file.
+bool has_wal(const std::string& path)
+{
+    return ::access((path + "-wal").c_str(), F_OK) == 0;
+}
+
+// Whether a read of the file alone since `before` may have met a run's writes: the file changed,
+// or a run has started (its checkpoint may have written in the same clock tick as the write
+// before it, which leaves the times as they were).
+bool maybe_written_since(const std::string& path, const FileVersion& before)
+{
+    struct stat st;
+    return ::stat(path.c_str(), &st) != 0 || !(version_of(st) == before) || has_wal(path);
+}
+
+// Attempts at a read without locks that a run's writes keep spoiling; the second attempt
+// normally finds the run's -wal file and reads under SQLite's locks instead.
+constexpr int kReadAttempts = 5;
+
 } // namespace
+
+bool index_has_table(Database& db, const std::string& table)
+{
+    Statement st = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1");
+    st.bind(1, table);
+    bool found = st.step();
+    st.reset();
+    return found;
+}
+
+bool index_has_column(Database& db, const std::string& table, const std::string& column)
+{
+    Statement st = db.prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2");
+    st.bind(1, table).bind(2, column);
+    bool found = st.step();
+    st.reset();
+    return found;
+}
+
+std::optional<std::string> index_filesystem_uuid(Database& db)
+{
+    if (!index_has_table(db, "filesystem"))
+        return std::nullopt;
+    Statement st = db.prepare("SELECT uuid FROM filesystem");
+    std::string uuid = st.step() ? st.text(0) : std::string();
+    st.reset();
+    return uuid;
+}
 
 std::unique_ptr<Database> open_index(const std::string& path, const std::string& fs_uuid, bool dry_run)
 {
@@ -173,12 +232,54 @@ std::unique_ptr<Database> open_index(const std::string& path, const std::string&
         db->exec("PRAGMA journal_mode=WAL");
         create_schema(*db, fs_uuid);
     } else {
-        check_ours(*db, fs_uuid, dry_run);
-        if (!dry_run)
+        check_ours(*db, fs_uuid);
+        if (!dry_run) {
+            upgrade_in_place(*db, fs_uuid);
             db->exec("PRAGMA journal_mode=WAL");
+        }
     }
     db->exec("PRAGMA synchronous=NORMAL");
     return db;
+}
+
+// A read-only connection to a WAL-mode file makes its -wal and -shm files when they are missing
+// (SQLite needs them to take its locks) and leaves them behind. With no -wal file everything
+// committed is in the file itself, so it is read alone ("immutable": no locks, no side files);
+// a run that starts meanwhile writes only its own -wal until it checkpoints into the file, so
+// a read during which a run started is done again, then through the run's -wal. With a -wal
+// file (a run is writing, or was killed) the read goes through it, under SQLite's locks, as
+// any reader's.
+bool read_index_readonly(const std::string& path, const std::optional<std::string>& fs_uuid,
+                         const std::function<void(Database&)>& read)
+{
+    for (int attempt = 1;; ++attempt) {
+        struct stat st;
+        if (::stat(path.c_str(), &st) != 0) {
+            if (errno == ENOENT)
+                return false;
+            throw SysError("looking at index", path, errno);
+        }
+        if (!S_ISREG(st.st_mode))
+            throw IndexError("index " + path + ": not a regular file");
+        if (st.st_size == 0)
+            return false; // what open_index would give our schema
+        bool immutable = !has_wal(path);
+        FileVersion before = version_of(st);
+        try {
+            Database db(path, Database::ReadOnly{immutable});
+            check_ours(db, fs_uuid);
+            read(db);
+        } catch (const Error&) {
+            // A page half written by a checkpoint reads as damage: only a stable file's is real.
+            if (immutable && attempt < kReadAttempts && maybe_written_since(path, before))
+                continue;
+            throw;
+        }
+        if (!immutable || !maybe_written_since(path, before))
+            return true;
+        if (attempt == kReadAttempts)
+            throw Error(ExitCode::kFailure, "index " + path + ": changed by a run each time it was read; try again");
+    }
 }
 
 } // namespace snapdedupe

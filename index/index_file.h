@@ -5,7 +5,9 @@
 
 #include "index/sqlite_db.h"
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace snapdedupe {
@@ -18,5 +20,23 @@ inline constexpr int kIndexSchemaVersion = 1;
 // empty in-memory one. Throws IndexError (exit code 5) for anything it cannot use, SqliteError
 // (exit code 5 when the file is damaged) or SysError.
 std::unique_ptr<Database> open_index(const std::string& path, const std::string& fs_uuid, bool dry_run);
+
+// Reads the index at `path` and changes nothing (`snapdedupe status`): opened with
+// SQLITE_OPEN_READONLY and checked as open_index checks it (ours, this schema, undamaged, and
+// the index of filesystem `fs_uuid` when one is given), but never upgraded, its journal mode
+// never switched, and never created. Calls `read` with it and returns true; returns false,
+// calling nothing, when there is no index yet (no file, or an empty one). `read` may be called
+// again when a run changed the file meanwhile (see the .cpp), so it must assign its results,
+// not add to them. Throws as open_index does.
+bool read_index_readonly(const std::string& path, const std::optional<std::string>& fs_uuid,
+                         const std::function<void(Database&)>& read);
+
+// For readers of an index that may predate an in-place addition (read_index_readonly never
+// adds anything): whether a table, or a table's column, exists.
+bool index_has_table(Database& db, const std::string& table);
+bool index_has_column(Database& db, const std::string& table, const std::string& column);
+
+// The uuid of the filesystem the index records, if it records one (older indexes do not).
+std::optional<std::string> index_filesystem_uuid(Database& db);
 
 } // namespace snapdedupe

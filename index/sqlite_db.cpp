@@ -12,6 +12,26 @@ namespace {
     throw SqliteError(msg, code);
 }
 
+// `path` as a file: URI (RFC 3986) that SQLite reads back byte for byte: every byte but
+// unreserved ones and '/' as %XX ('?', '#', '%', bytes that are not UTF-8), and an absolute path
+// after an empty authority, so that "//x" is not read as host x.
+std::string file_uri(const std::string& path)
+{
+    constexpr char kHex[] = "0123456789ABCDEF";
+    std::string out = path.starts_with('/') ? "file://" : "file:";
+    for (unsigned char c : path) {
+        bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        if (alnum || c == '/' || c == '-' || c == '.' || c == '_' || c == '~') {
+            out += static_cast<char>(c);
+        } else {
+            out += '%';
+            out += kHex[c >> 4];
+            out += kHex[c & 0xf];
+        }
+    }
+    return out;
+}
+
 } // namespace
 
 Statement::Statement(sqlite3* db, std::string_view sql) : db_(db)
@@ -36,6 +56,14 @@ Statement& Statement::bind(int index, int64_t value)
     return *this;
 }
 
+Statement& Statement::bind(int index, double value)
+{
+    int rc = sqlite3_bind_double(stmt_, index, value);
+    if (rc != SQLITE_OK)
+        fail(db_, rc, "binding");
+    return *this;
+}
+
 Statement& Statement::bind(int index, std::string_view text)
 {
     int rc = sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
@@ -46,7 +74,9 @@ Statement& Statement::bind(int index, std::string_view text)
 
 Statement& Statement::bind_blob(int index, const std::vector<uint8_t>& blob)
 {
-    int rc = sqlite3_bind_blob(stmt_, index, blob.data(), static_cast<int>(blob.size()), SQLITE_TRANSIENT);
+    // An empty vector's data() may be null, which SQLite binds as NULL, not as an empty blob.
+    int rc = blob.empty() ? sqlite3_bind_zeroblob(stmt_, index, 0)
+                          : sqlite3_bind_blob(stmt_, index, blob.data(), static_cast<int>(blob.size()), SQLITE_TRANSIENT);
     if (rc != SQLITE_OK)
         fail(db_, rc, "binding");
     return *this;
@@ -80,6 +110,16 @@ int64_t Statement::int64(int column) const
     return sqlite3_column_int64(stmt_, column);
 }
 
+double Statement::real(int column) const
+{
+    return sqlite3_column_double(stmt_, column);
+}
+
+bool Statement::is_null(int column) const
+{
+    return sqlite3_column_type(stmt_, column) == SQLITE_NULL;
+}
+
 std::string Statement::text(int column) const
 {
     auto p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, column));
@@ -94,10 +134,21 @@ std::vector<uint8_t> Statement::blob(int column) const
 
 Database::Database(const std::string& path, bool create) : path_(path)
 {
-    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
-    int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
+    open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0));
+}
+
+Database::Database(const std::string& path, ReadOnly mode) : path_(path)
+{
+    // A URI, so that `immutable` can be said.
+    open(file_uri(path) + (mode.immutable ? "?immutable=1" : ""),
+         SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX);
+}
+
+void Database::open(const std::string& name, int flags)
+{
+    int rc = sqlite3_open_v2(name.c_str(), &db_, flags, nullptr);
     if (rc != SQLITE_OK) {
-        std::string msg = "opening index " + path + ": " + (db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
+        std::string msg = "opening index " + path_ + ": " + (db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
         sqlite3_close(db_);
         db_ = nullptr;
         throw SqliteError(msg, rc);

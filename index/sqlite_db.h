@@ -39,6 +39,7 @@ public:
 
     Statement& bind(int index, int64_t value);
     Statement& bind(int index, uint64_t value) { return bind(index, static_cast<int64_t>(value)); }
+    Statement& bind(int index, double value);
     Statement& bind(int index, std::string_view text);
     Statement& bind_blob(int index, const std::vector<uint8_t>& blob);
     // True while a row is available; false when done. The statement resets itself when done.
@@ -48,6 +49,8 @@ public:
     void reset();
 
     int64_t int64(int column) const;
+    double real(int column) const;
+    bool is_null(int column) const;
     std::string text(int column) const;
     std::vector<uint8_t> blob(int column) const;
 
@@ -60,6 +63,13 @@ class Database {
 public:
     // Opens (creating if `create`) the database at `path`; ":memory:" works too.
     Database(const std::string& path, bool create);
+    // Opens the file at `path` with SQLITE_OPEN_READONLY: never written, never created. Unless
+    // `immutable`, SQLite reads through the -wal and -shm files next to it (and makes them when
+    // missing, to read a WAL-mode file); `immutable` reads the file alone, without locks.
+    struct ReadOnly {
+        bool immutable = false;
+    };
+    Database(const std::string& path, ReadOnly mode);
     Database(const Database&) = delete;
     Database& operator=(const Database&) = delete;
     ~Database();
@@ -73,6 +83,8 @@ public:
     const std::string& path() const { return path_; }
 
 private:
+    void open(const std::string& name, int flags);
+
     sqlite3* db_ = nullptr;
     std::string path_;
 };

@@ -61,8 +61,8 @@ endif()
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION admin)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
-# The libraries (libbtrfsutil1, libboost-program-options1.74.0, libsqlite3-0, libzstd1,
-# libxxhash0, libstdc++6, libc6) come from dpkg-shlibdeps; the tools the program and its
+# The libraries (libbtrfsutil1, libboost-program-options1.74.0, libsqlite3-0, libxxhash0,
+# libstdc++6, libc6) come from dpkg-shlibdeps; the tools the program and its
 # plugin run are added by hand.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_DEPENDS "btrfs-progs")

@@ -4,7 +4,8 @@ set -euo pipefail
 packages=(
     # build (g++ brings libasan8 and libubsan1 for the sanitizer tree of tests/run-all.sh)
     cmake g++ make pkg-config
-    libbtrfsutil-dev libboost-program-options-dev libzstd-dev libsqlite3-dev libxxhash-dev doctest-dev
+    libbtrfsutil-dev libboost-program-options-dev libsqlite3-dev libxxhash-dev doctest-dev
+    libisal-dev libsodium-dev  # crc32c, sha256 and BLAKE2b sector checksums (index/fingerprint.cpp)
     # run
     btrfs-progs
     # tests and demo

@@ -3,6 +3,7 @@
 #include "index/block_index.h"
 #include "index/index_file.h"
 #include "plugin/upkeep/maintenance_lock.h"
+#include "plugin/upkeep/run_recorder.h"
 #include "plugin/upkeep/snapshot_forgetter.h"
 #include "plugin/dedupe/kernel_queries.h"
 #include "plugin/dedupe/move_journal.h"
@@ -170,34 +171,54 @@ void process_lineage(const Filesystem& fs, const Lineage& lineage, const Lineage
     }
 }
 
-void run_filesystem(FilesystemWork& work, const RunOptions& options, RunReport& report)
+// One filesystem's work once its index is open.
+void dedupe_filesystem(FilesystemWork& work, Database& db, const RunOptions& options, RunReport& report)
 {
     const Filesystem& fs = work.fs;
-    std::string db_path = options.db_path.value_or(std::string(kDefaultIndexDir) + "/" + fs.uuid() + ".sqlite");
-    MaintenanceLock lock(fs.uuid(), fs.label(), options.no_wait); // scrub, balance and dedupe never overlap
-    if (!options.dry_run)
-        make_default_index_dir(db_path);
-    std::unique_ptr<Database> db = open_index(db_path, fs.uuid(), options.dry_run);
-    BlockIndex index(*db);
+    BlockIndex index(db);
     KernelQueries queries(fs.fd(), options.seams.after_dedupe_call()); // what the engine asks of this filesystem
-    IndexJournal journal(*db, index);
+    IndexJournal journal(db, index);
     if (!options.dry_run)
-        forget_deleted_snapshots(queries, *db, index);
+        forget_deleted_snapshots(queries, db, index);
     std::optional<Transaction> dry_run_scope;
     if (options.dry_run)
-        dry_run_scope.emplace(*db); // never committed
+        dry_run_scope.emplace(db); // never committed
 
     report.before.add(space_usage(fs.fd()));
     SnapshotPass pass(queries, journal, index, metadata_geometry(fs.fd()),
                       {options.dry_run, options.readonly_only, options.seams.before_dedupe()});
     // First what an earlier run left in the journal (killed, busy or failed), so that its
     // moved references do not hide the rest as known; at the end, what this run left.
-    finish_journal(pass, *db, options.dry_run, std::chrono::milliseconds(0), false, report);
+    finish_journal(pass, db, options.dry_run, std::chrono::milliseconds(0), false, report);
     for (const Lineage& lineage : group_lineages(std::move(work.snapshots)))
-        process_lineage(fs, lineage, {pass, index, *db, options.dry_run}, report);
-    finish_journal(pass, *db, options.dry_run, kBusyBudget, true, report);
+        process_lineage(fs, lineage, {pass, index, db, options.dry_run}, report);
+    finish_journal(pass, db, options.dry_run, kBusyBudget, true, report);
     report.after.add(space_usage(fs.fd()));
     report.filesystems.push_back(fs.uuid());
+}
+
+// The lock, the index, and the run's row in the index's history (index/run_history.h), which
+// is appended also when the work fails: with that error's exit code, before it goes on up.
+void run_filesystem(FilesystemWork& work, const RunOptions& options, RunReport& report)
+{
+    const Filesystem& fs = work.fs;
+    std::string db_path = options.db_path.value_or(std::string(kDefaultIndexDir) + "/" + fs.uuid() + ".sqlite");
+    MaintenanceLock lock(fs.uuid(), fs.label(), options.no_wait); // scrub, balance and dedupe never overlap
+    RunRecorder history(report);
+    if (!options.dry_run)
+        make_default_index_dir(db_path);
+    std::unique_ptr<Database> db = open_index(db_path, fs.uuid(), options.dry_run);
+    if (options.dry_run) { // changes nothing, not even the history
+        dedupe_filesystem(work, *db, options, report);
+        return;
+    }
+    try {
+        dedupe_filesystem(work, *db, options, report);
+    } catch (const std::exception& e) {
+        history.failed(*db, report, e);
+        throw;
+    }
+    history.succeeded(*db, report);
 }
 
 } // namespace

@@ -20,12 +20,10 @@ struct PlannedExtent {
     uint64_t metadata_cost = 0;  // its share of the metadata the moves rewrite (all copies)
     bool writable = false; // a writable subvolume holds one of the references
 };
-// The old name, until SnapshotReport::plan and plugin/cli/report.cpp say PlannedExtent.
-using PlannedExtentReport = PlannedExtent;
 
 struct SnapshotReport {
     std::string path;
-    std::vector<PlannedExtentReport> plan; // filled by dry runs
+    std::vector<PlannedExtent> plan; // filled by dry runs
     std::string parent_path; // empty: a full stream
     uint64_t bytes_changed = 0;
     uint64_t bytes_hashed = 0;

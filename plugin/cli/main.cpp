@@ -2,6 +2,7 @@
 #include "plugin/cli/config_file.h"
 #include "plugin/cli/diff_command.h"
 #include "plugin/run.h"
+#include "plugin/status.h"
 #include "plugin/upkeep/work_queue.h"
 #include "snapshots/kernel/capabilities.h"
 #include "snapshots/kernel/error.h"
@@ -25,6 +26,7 @@ using snapdedupe::ExitCode;
 
 const char* const kUsageText = R"(usage: snapdedupe run [--config FILE] [--db FILE] [--dry-run] [--readonly-only] [--queue]
                       [--no-wait] [--json] [PATH...]
+       snapdedupe status [--config FILE] [--db FILE] [--json] [PATH...]
        snapdedupe diff [--json] OLD NEW
        snapdedupe --help | --version
 
@@ -34,6 +36,13 @@ run   Dedupe the read-only btrfs snapshots under each PATH that the index has no
       same lineage is read. Without PATH: the `path`s of the config (/etc/snapdedupe.conf).
       --queue also drains what the snapper plugin queued: new snapshots, deleted ones.
       --no-wait: exit 7 if another run or btrfsmaintenance holds a filesystem's lock.
+status
+      What snapdedupe has done on the filesystem of each PATH (found as run finds them):
+      its index and size; per lineage the newest snapshot processed and those not yet; the
+      moves deferred in the journal (not tried, busy, failed by errno); the last runs (start,
+      duration, exit code, snapshots, hashed, deduped, data freed, metadata growth, net) and
+      the totals. Reads the index read-only and changes nothing. Without PATH: the config's
+      `path`s, else every index in /var/lib/snapdedupe. Needs root, as run does.
 diff  What changed from snapshot OLD to snapshot NEW, from a metadata-only btrfs send.
 
 exit codes: 0 ok, 1 failure during the run, 2 usage, 3 not root, 4 bad path
@@ -157,6 +166,48 @@ int run_main(const std::vector<std::string>& args)
     return static_cast<int>(failed ? ExitCode::kFailure : ExitCode::kOk);
 }
 
+int status_main(const std::vector<std::string>& args)
+{
+    po::options_description opts("status options");
+    opts.add_options()
+        ("config", po::value<std::string>(), "configuration file (default /etc/snapdedupe.conf)")
+        ("db", po::value<std::string>(), "index file (default /var/lib/snapdedupe/<fs-uuid>.sqlite)")
+        ("json", "print the status as one JSON object")
+        ("help,h", "this help")
+        ("path", po::value<std::vector<std::string>>(), "snapshot or directory of snapshots");
+    po::positional_options_description pos;
+    pos.add("path", -1);
+    po::variables_map vm = parse(args, opts, pos);
+    if (vm.count("help")) {
+        std::cout << kUsageText;
+        return static_cast<int>(ExitCode::kOk);
+    }
+
+    // The paths and the index as `run` takes them.
+    std::string config_path = vm.count("config") ? vm["config"].as<std::string>() : snapdedupe::kDefaultConfigPath;
+    snapdedupe::ConfigFile config = snapdedupe::read_config(config_path, vm.count("config") > 0);
+    snapdedupe::StatusOptions options;
+    options.paths = vm.count("path") ? vm["path"].as<std::vector<std::string>>() : config.paths;
+    if (vm.count("db"))
+        options.db_path = vm["db"].as<std::string>();
+    else if (config.db)
+        options.db_path = *config.db;
+    if (options.db_path && options.db_path->empty())
+        return fail(ExitCode::kUsage, "--db (or db = in " + config_path + ") names no file");
+    // The indexes are root's (/var/lib/snapdedupe is 0700), and finding snapshots reads their
+    // subvolume info with a tree search.
+    if (::geteuid() != 0)
+        return fail(ExitCode::kNotRoot, "must run as root: the indexes are root's, and finding snapshots needs CAP_SYS_ADMIN");
+    if (!options.paths.empty())
+        snapdedupe::require_capabilities({kSysAdmin});
+    std::vector<snapdedupe::FilesystemStatus> status = snapdedupe::gather_status(options);
+    if (vm.count("json"))
+        snapdedupe::print_status_json(std::cout, status);
+    else
+        snapdedupe::print_status_human(std::cout, status);
+    return static_cast<int>(ExitCode::kOk);
+}
+
 int diff_main(const std::vector<std::string>& args)
 {
     po::options_description opts("diff options");
@@ -205,6 +256,8 @@ int main(int argc, char** argv)
         }
         if (command == "run")
             return run_main(args);
+        if (command == "status")
+            return status_main(args);
         if (command == "diff")
             return diff_main(args);
         return fail(ExitCode::kUsage, "unknown command '" + command + "' (see --help)");

@@ -21,6 +21,7 @@ struct DedupeResult {
     uint64_t deduped = 0; // bytes now shared with the source
     uint64_t differs = 0; // bytes the kernel found different (FILE_DEDUPE_RANGE_DIFFERS)
     int error = 0;        // errno of a failure, 0 if none; EAGAIN: a send holds the root
+    bool keeper_gone = false; // `error` came from opening the keeper, not the reference
 };
 
 // The kernel accepts many destinations per call; more than this per call only makes one

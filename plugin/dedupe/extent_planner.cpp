@@ -113,7 +113,8 @@ void ExtentPlanner::add_block_pieces(const DuplicateBlock& d, size_t index, cons
         Candidate& c = candidates[item.disk_bytenr];
         c.disk_bytenr = item.disk_bytenr;
         c.disk_bytes = item.disk_num_bytes;
-        c.primary_files.insert(d.file);
+        if (d.primary)
+            c.primary_files.insert(d.file);
         Piece p;
         p.extent_offset = item.extent_offset + (o0 - item.file_offset);
         p.length = o1 - o0;

@@ -27,6 +27,9 @@ struct DuplicateBlock {
     DataBlock block;
     uint64_t hash = 0;
     IndexedBlock keeper; // the oldest indexed copy, known to open
+    // Its moves count as deduped bytes: false for a journal entry of another snapshot's
+    // reference, replayed only to reach its extent.
+    bool primary = true;
 };
 
 // One file range to share with the keeper.

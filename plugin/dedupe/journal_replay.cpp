@@ -1,6 +1,8 @@
 // SnapshotPass: finishing the moves the intent journal holds (plugin/dedupe/move_journal.h).
 #include "plugin/dedupe/snapshot_pass.h"
 
+#include "plugin/dedupe/block_relocation.h"
+
 #include <algorithm>
 #include <thread>
 
@@ -10,12 +12,21 @@ std::optional<BlockLocation> SnapshotPass::keeper_now(const DeferredMove& m)
 {
     if (queries_.open_file(m.keeper.file))
         return m.keeper;
-    // Its snapshot was deleted since; the forgetter moved the block's row to a survivor that
-    // maps the same bytes, if there is one.
+    // Its snapshot was deleted since: the forgetter moved the block's row to a survivor that
+    // maps the same bytes, or, during this run, it is moved there now.
     std::optional<IndexedBlock> row = index_.block_at(m.keeper_key);
-    if (row && queries_.open_file(row->where.file))
-        return row->where;
-    return std::nullopt;
+    if (!row)
+        return std::nullopt;
+    // A block moves only to a file that holds its bytes at the same offset, so the move's own
+    // offset (which may lie inside the block) carries over to the block's new file.
+    std::optional<BlockLocation> now;
+    if (queries_.open_file(row->where.file))
+        now = row->where;
+    else
+        now = relocate_block(queries_, index_, *row);
+    if (!now)
+        return std::nullopt;
+    return BlockLocation{now->file, m.keeper.file_offset};
 }
 
 std::vector<DuplicateBlock> SnapshotPass::take_journal()
@@ -33,6 +44,7 @@ std::vector<DuplicateBlock> SnapshotPass::take_journal()
         d.block.map_start = 0; // whatever the file holds now: the planner reads its items again
         d.keeper.where = *keeper;
         d.keeper.key = m.keeper_key;
+        d.primary = m.primary;
         duplicates.push_back(d);
     }
     return duplicates;

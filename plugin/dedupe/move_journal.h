@@ -19,7 +19,8 @@ public:
     virtual void record(const std::vector<DeferredMove>& moves) = 0;
     // The move of the reference at `where` moved, or its file is gone, or its bytes differ.
     virtual void settle(const BlockLocation& where) = 0;
-    // The move stays for later: busy (EAGAIN), failed (its errno), or not tried (0).
+    // The move stays for later: busy (EAGAIN; also a writable reference not tried because its
+    // extent's read-only references were busy), failed (its errno), or not tried (0).
     virtual void keep(const DeferredMove& move) = 0;
 };
 

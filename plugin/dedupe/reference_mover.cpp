@@ -35,13 +35,14 @@ std::vector<PlannedMove> merge_adjacent(std::vector<PlannedMove> moves)
 
 DeferredMove journal_entry(const PlannedMove& m, int error)
 {
-    return {{m.dst, m.dst_offset}, m.length, {m.src, m.src_offset}, m.keeper_key, error};
+    return {{m.dst, m.dst_offset}, m.length, {m.src, m.src_offset}, m.keeper_key, error, m.primary};
 }
 
 // Settled: it moved, or it never will (its file is gone, or its bytes differ from the keeper's).
 bool settled(const PlannedMove& m, const DedupeResult& r)
 {
-    return r.deduped == m.length || r.differs > 0 || r.error == ENOENT || r.error == ESTALE;
+    bool reference_gone = (r.error == ENOENT || r.error == ESTALE) && !r.keeper_gone;
+    return r.deduped == m.length || r.differs > 0 || reference_gone;
 }
 
 } // namespace
@@ -65,8 +66,10 @@ void ReferenceMover::run_moves(const std::vector<PlannedMove>& moves, const std:
             open_src_handle = src_handle;
         }
         if (!src) {
-            for (size_t i : members)
+            for (size_t i : members) {
                 results[i].error = src.error;
+                results[i].keeper_gone = true; // the reference still needs a keeper: keep the move
+            }
             continue;
         }
         std::map<InodeHandle, OpenResult> dst_fds;
@@ -129,7 +132,7 @@ MoveOutcome ReferenceMover::execute(const ExtentPlan& plan, size_t duplicate_cou
             extent_freed[m.extent] = false;
         if (r.error == EAGAIN)
             extent_busy[m.extent] = true;
-        else if (r.error != 0 && r.error != ENOENT && r.error != ESTALE) // gone is not an error
+        else if (r.error != 0 && !((r.error == ENOENT || r.error == ESTALE) && !r.keeper_gone)) // gone: no error
             ++c.dedupe_errors;
     }
     for (size_t i = 0; i < moves.size(); ++i) {

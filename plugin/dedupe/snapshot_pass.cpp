@@ -1,5 +1,7 @@
 #include "plugin/dedupe/snapshot_pass.h"
 
+#include "plugin/dedupe/block_relocation.h"
+
 #include "snapshots/snapshot_diff.h"
 #include "snapshots/kernel/error.h"
 
@@ -68,7 +70,14 @@ std::optional<IndexedBlock> SnapshotPass::find_keeper(uint64_t hash, const DataB
                 it = opens_.emplace(h, queries_.open_file(h).fd.valid()).first;
             if (it->second)
                 return copy;
-            index_.forget_block(copy.id); // its snapshot is gone
+            // Its snapshot is gone (retention ran during the run): a later snapshot usually
+            // still holds the same bytes, and the block keeps its place as keeper there.
+            if (std::optional<BlockLocation> moved = relocate_block(queries_, index_, copy)) {
+                IndexedBlock relocated = copy;
+                relocated.where = *moved;
+                return relocated;
+            }
+            index_.forget_block(copy.id);
         }
     }
 }
@@ -204,8 +213,6 @@ SnapshotReport SnapshotPass::process(const Snapshot& snapshot, const Snapshot* p
     record.otransid = snapshot.otransid;
     record.path = snapshot.path;
     record.changed_bytes = report.bytes_changed;
-    for (const FileChange& change : changes.files)
-        record.changed_paths.push_back(change.path);
     index_.add_snapshot(record);
     return report;
 }

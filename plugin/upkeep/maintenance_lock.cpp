@@ -26,7 +26,7 @@ int lock_retrying_eintr(int fd, int operation)
 
 } // namespace
 
-FileLock::FileLock(const std::string& path, bool no_wait, const std::string& holder) : path_(path)
+FileLock::FileLock(const std::string& path, bool no_wait, const std::string& holder)
 {
     // O_RDONLY is enough for flock and is what flock(1) opens with; O_NOFOLLOW so a link
     // planted in a shared directory cannot make us create a file elsewhere.

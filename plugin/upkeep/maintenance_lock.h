@@ -23,10 +23,7 @@ public:
     // Closing the fd releases the lock.
     ~FileLock() = default;
 
-    const std::string& path() const { return path_; }
-
 private:
-    std::string path_;
     UniqueFd fd_;
 };
 

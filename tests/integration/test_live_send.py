@@ -11,10 +11,8 @@ Usage: test_live_send.py --snapdedupe BINARY [--only 1,2,3,4]. Needs root; last 
 "N passed, M failed"; exit status non-zero on any failure.
 """
 
-import errno
 import os
 import random
-import select
 import subprocess
 import sys
 import threading
@@ -22,8 +20,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from snaptest import (GiB, KiB, MiB, SeriesBuilder, ToolResult, check_integrity, df, main,  # noqa: E402
-                      manifest, manifest_all, run_tool, sh)
+from snaptest import (GiB, KiB, MiB, SeriesBuilder, check_integrity, df, main, manifest,  # noqa: E402
+                      manifest_all, run_tool, run_with_seam, sh)
 
 PROG = "test_live_send.py"
 SEND_SLACK = 4 * KiB   # absolute slack on the 1% send-size bound
@@ -52,46 +50,6 @@ def receive(send, dest):
     send.stdout.close()
     err = send.stderr.read().decode(errors="replace") + recv.stderr.decode(errors="replace")
     return "" if send.wait() == 0 and recv.returncode == 0 else (err.strip() or "failed")
-
-
-def run_with_seam(binary, args, fifo, on_pause):
-    """Runs `snapdedupe run --test-pause-before-dedupe fifo ...` (args start with "run"). At
-    each pause (before a dedupe phase) calls on_pause(n), then releases the run. Returns
-    (ToolResult, pause times)."""
-    os.mkfifo(fifo)
-    args = [str(a) for a in args]
-    argv = [str(binary), args[0], "--test-pause-before-dedupe", fifo] + args[1:]
-    print(f"  $ {' '.join(argv)}", flush=True)
-    pauses, t0 = [], time.monotonic()
-    with open(fifo + ".out", "w+b") as fo, open(fifo + ".err", "w+b") as fe:
-        proc = subprocess.Popen(argv, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL)
-        try:
-            while proc.poll() is None:
-                try:   # succeeds only while the run has the FIFO open (or is opening it) to read
-                    fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-                except OSError as e:
-                    if e.errno != errno.ENXIO:
-                        raise
-                    time.sleep(0.005)
-                    continue
-                pauses.append(time.monotonic())
-                try:
-                    on_pause(len(pauses))
-                    os.write(fd, b"go\n")
-                    po = select.poll()   # hold our end until the run closes its end (POLLERR),
-                    po.register(fd, select.POLLERR)   # so one pause is never counted twice
-                    while not po.poll(20) and proc.poll() is None:
-                        pass
-                finally:
-                    os.close(fd)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-        fo.seek(0)
-        fe.seek(0)
-        return ToolResult(argv, proc.returncode, fo.read().decode(errors="replace"),
-                          fe.read().decode(errors="replace"), time.monotonic() - t0), pauses
 
 
 def check_run(r, label, res, dry_run=False):

@@ -47,4 +47,40 @@ inline std::vector<DuplicateBlock> duplicates_of_file(InMemoryFilesystem& fs, co
     return out;
 }
 
+// Snapshot 256 holds the keeper `a`. Snapshot 257 holds `b`, a copy of it in an extent of its
+// own (`copy`), which snapshot 258 (`c`) and the writable subvolume 259 (`w`) share: the
+// processed snapshot, a later snapshot of it, and the live subvolume.
+struct SharedCopy {
+    static constexpr uint64_t kSize = 256 * KiB; // two blocks
+    InMemoryFilesystem fs;
+    InodeHandle a, b, c, w;
+    uint64_t kept = 0, copy = 0;
+
+    SharedCopy()
+    {
+        fs.add_subvolume(256, true);
+        fs.add_subvolume(257, true);
+        fs.add_subvolume(258, true);
+        fs.add_subvolume(259, false);
+        a = fs.add_file_in_extent(256, 300, kSize, 1);
+        kept = fs.extent_at(a, 0);
+        b = fs.add_file_in_extent(257, 300, kSize, 1);
+        copy = fs.extent_at(b, 0);
+        c = fs.add_file(258, 300, kSize);
+        fs.map(c, 0, copy, 0, kSize);
+        w = fs.add_file(259, 300, kSize);
+        fs.map(w, 0, copy, 0, kSize);
+    }
+    // b's two blocks, each with a copy in `a`: one extent, three references, six moves.
+    ExtentPlan plan()
+    {
+        ExtentPlan p = ExtentPlanner(fs, kSingleMetadata, false).plan(duplicates_of_file(fs, b, kSize, a));
+        REQUIRE(p.extents.size() == 1);
+        REQUIRE(p.moves.size() == 6);
+        return p;
+    }
+    // The key of the keeper's first block: what the journal records as the moves' keeper_key.
+    BlockKey keeper_key() { return fs.block_at(a, 0, kBlockSize)->key; }
+};
+
 } // namespace snapdedupe::testing

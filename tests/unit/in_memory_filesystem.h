@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <functional>
 #include <map>
 #include <set>
 #include <utility>
@@ -108,6 +109,8 @@ public:
     }
     // Each dedupe call shares at most `bytes` into `file` (0: no progress at all).
     void limit_dedupe(const InodeHandle& file, uint64_t bytes) { limits_[file] = bytes; }
+    // Called as each dedupe call starts, before the model changes: what had the caller done by then?
+    void before_each_dedupe(std::function<void()> hook) { before_dedupe_ = std::move(hook); }
     // LOGICAL_INO lists only part of the extent's references.
     void set_incomplete(uint64_t disk_bytenr) { incomplete_.insert(disk_bytenr); }
     // Deleted, not yet cleaned up: still listed by LOGICAL_INO, its tree answers ENOENT.
@@ -220,6 +223,8 @@ public:
     std::vector<DedupeCallResult> dedupe_call(int src_fd, uint64_t src_offset, uint64_t length,
                                               const std::vector<DedupeTarget>& targets) override
     {
+        if (before_dedupe_)
+            before_dedupe_();
         std::vector<DedupeCallResult> results(targets.size());
         auto src = open_files_.find(src_fd);
         if (src == open_files_.end()) { // the kernel refuses the whole call
@@ -393,6 +398,7 @@ private:
     std::map<InodeHandle, uint64_t> limits_;
     std::set<uint64_t> incomplete_;
     std::vector<Call> calls_;
+    std::function<void()> before_dedupe_;
 };
 
 } // namespace snapdedupe::testing

@@ -25,8 +25,8 @@ struct TwoSnapshots {
     {
         fs.add_subvolume(256, true, 0, "uuid-256");
         fs.add_subvolume(257, true, 0, "uuid-257");
-        index.add_snapshot({"uuid-256", 256, "lineage", 10, "/snaps/1", 0, {}});
-        index.add_snapshot({"uuid-257", 257, "lineage", 20, "/snaps/2", 0, {}});
+        index.add_snapshot({"uuid-256", 256, "lineage", 10, "/snaps/1", 0});
+        index.add_snapshot({"uuid-257", 257, "lineage", 20, "/snaps/2", 0});
         file = fs.add_file_in_extent(256, 300, kFile, 1);
         index_blocks(file, 0x1000);
     }

@@ -119,6 +119,39 @@ class Workspace:
         self.mounts.append(mnt)
         return LoopBtrfs(self, name, dev, image, mnt)
 
+    def attach_btrfs(self, name, image, mount_opts=None):
+        """Attaches an existing btrfs image (explicit `losetup -f --show`) and mounts it at a fresh
+        <name>.mnt. Copies of one image share the filesystem's uuid: attach one at a time
+        (release() the last before the next)."""
+        mnt = self.tmp(f"{name}.mnt")
+        os.mkdir(mnt)
+        dev = sh_out("losetup", "-f", "--show", image).strip()
+        self.loops.append((dev, image))
+        sh("mount", "-t", "btrfs", *(["-o", mount_opts] if mount_opts else []), dev, mnt)
+        self.mounts.append(mnt)
+        return LoopBtrfs(self, name, dev, image, mnt)
+
+    def release(self, fs, remove_image=False):
+        """Unmounts and detaches one filesystem now (also when the rest stays), optionally
+        removing its image; what cannot go is left to cleanup() and leaks()."""
+        problems = []
+        mounts, loops = self.mounts, self.loops
+        self.mounts = [m for m in mounts if m == fs.mnt]
+        self.loops = [x for x in loops if x[0] == fs.dev and x[1] == fs.image]
+        try:
+            self._unmount_all(problems)
+            if not problems:
+                self._detach_all(problems)
+        finally:
+            self.mounts = [m for m in mounts if m != fs.mnt] + self.mounts
+            self.loops = [x for x in loops if not (x[0] == fs.dev and x[1] == fs.image)] + self.loops
+        if problems:
+            raise RuntimeError(f"releasing {fs.name}: " + "; ".join(problems))
+        if os.path.isdir(fs.mnt):
+            os.rmdir(fs.mnt)
+        if remove_image and os.path.exists(fs.image):
+            os.unlink(fs.image)
+
     def mount_tmpfs(self, name, size="64m"):
         mnt = self.tmp(name)
         os.makedirs(mnt, exist_ok=True)
@@ -296,3 +329,28 @@ def index_rows(db):
         con.close()
     return snaps, blocks
 
+
+def subvol_sync(mnt):
+    """Waits until the cleaner dropped every deleted subvolume, then commits: usage is final."""
+    sh("btrfs", "subvolume", "sync", mnt)
+    sync_fs(mnt)
+
+
+def index_deferred(db):
+    """The index's intent journal (`deferred` rows as dicts), read-only."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        cur = con.execute("SELECT * FROM deferred ORDER BY root_id, inode, file_offset")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+    finally:
+        con.close()
+
+
+def index_integrity(db):
+    """`PRAGMA integrity_check` of the index, read-only: "ok" or what it found."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return "; ".join(row[0] for row in con.execute("PRAGMA integrity_check"))
+    finally:
+        con.close()

@@ -1,11 +1,16 @@
 """Running commands and the snapdedupe binary: sh(), run_tool() and its JSON (ToolResult), and
 validate_run_json() with the dedupe counters read from the C++ header."""
 
+import errno
+import fcntl
 import functools
 import json
 import os
 import re
+import select
+import struct
 import subprocess
+import termios
 import time
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
@@ -137,3 +142,84 @@ def validate_run_json(j):
         if not isinstance(sp.get(k), int):
             probs.append(f"space.{k} missing or not int")
     return probs
+
+
+# ---------------------------------------------------------------------------
+# The test seams: hidden options of `run` (plugin/test_seams.h)
+# ---------------------------------------------------------------------------
+
+
+def with_seam(binary, args, *seam):
+    """argv of `binary run <seam options> <the rest of args>` (args start with "run")."""
+    args = [str(a) for a in args]
+    if not args or args[0] != "run":
+        raise ValueError(f"the test seams are options of `run`: {args}")
+    return [str(binary), args[0]] + [str(s) for s in seam] + args[1:]
+
+
+def _blocked_on(pid, path):
+    """Is the process blocked in a system call on an fd that is `path` (a read of the seam's
+    FIFO)? /proc/PID/syscall: "NR ARG1 ..." while blocked, "running" otherwise."""
+    try:
+        with open(f"/proc/{pid}/syscall") as f:
+            fields = f.read().split()
+        return len(fields) > 2 and os.readlink(f"/proc/{pid}/fd/{int(fields[1], 16)}") == path
+    except (OSError, ValueError):
+        return False
+
+
+def _unread(fd):
+    """Bytes written to a pipe and not read yet (FIONREAD)."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+
+
+def run_with_seam(binary, args, fifo, on_pause):
+    """Runs `snapdedupe run --test-pause-before-dedupe FIFO ...` (args start with "run"). At each
+    pause (before a batch's dedupe calls, also those that finish the journal) calls
+    on_pause(n), n = 1, 2, ..., then releases the run. Returns (ToolResult, pause times).
+
+    Each pause, the run opens the FIFO, reads one line and closes it. Our write end stays open
+    until the run has read the line and then either closed its end (POLLERR) or already opened
+    the FIFO again and waits in a read for the next pause's line: the next pause, counted once."""
+    fifo = os.path.abspath(fifo)
+    os.mkfifo(fifo)
+    argv = with_seam(binary, args, "--test-pause-before-dedupe", fifo)
+    print(f"  $ {' '.join(argv)}", flush=True)
+    pauses, t0, fd = [], time.monotonic(), None
+    with open(fifo + ".out", "w+b") as fo, open(fifo + ".err", "w+b") as fe:
+        proc = subprocess.Popen(argv, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL)
+        try:
+            while proc.poll() is None:
+                if fd is None:
+                    try:   # succeeds only while the run has the FIFO open (or is opening it) to read
+                        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                    except OSError as e:
+                        if e.errno != errno.ENXIO:
+                            raise
+                        time.sleep(0.005)
+                        continue
+                pauses.append(time.monotonic())
+                on_pause(len(pauses))
+                os.write(fd, b"go\n")
+                while _unread(fd) and proc.poll() is None:   # until the run has read the line
+                    time.sleep(0.002)
+                po = select.poll()
+                po.register(fd, select.POLLERR)
+                while proc.poll() is None:
+                    if po.poll(0):   # the run closed its end: the next pause opens it again
+                        os.close(fd)
+                        fd = None
+                        break
+                    if _blocked_on(proc.pid, fifo):   # it opened it again already: the next pause
+                        break
+                    time.sleep(0.002)
+        finally:
+            if fd is not None:
+                os.close(fd)
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        fo.seek(0)
+        fe.seek(0)
+        return ToolResult(argv, proc.returncode, fo.read().decode(errors="replace"),
+                          fe.read().decode(errors="replace"), time.monotonic() - t0), pauses

@@ -1,0 +1,38 @@
+// Where an indexed block's bytes still live when the file it was located in is gone: retention
+// deleted its snapshot (before a run, or during one). The bytes usually survive: later
+// snapshots share the extent. Moving the block's location there keeps its id, and with it its
+// place as keeper, so copies found later are still deduped onto it instead of being indexed
+// as new bytes beside it (which would leave both on disk for good).
+#pragma once
+
+#include "index/block_index.h"
+#include "plugin/dedupe/filesystem_queries.h"
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <vector>
+
+namespace snapdedupe {
+
+// Surviving snapshots tried per block, newest first. The newest holds an unchanged file's
+// bytes as well as any older one and will be deleted last, so a block moves about once in its
+// life; older ones only help for files changed since, and each costs an open.
+inline constexpr size_t kMaxRelocationCandidates = 8;
+
+// Moves each of `blocks` that the file `handle` maps at the same offset to the same disk bytes
+// (the key the run computes) there; keeps the rest in `blocks`. Returns how many moved.
+uint64_t move_mapped(FilesystemQueries& fs, BlockIndex& index, const InodeHandle& handle,
+                     std::vector<IndexedBlock>& blocks);
+
+// Second chance, block by block, for files that were replaced: an identical rewrite is a new
+// inode, whose extent the run moved onto the keeper. Whoever references the block's extent
+// now, in a surviving indexed snapshot (`alive_otransid`: root -> otransid), at the same offset.
+uint64_t move_by_extent_refs(FilesystemQueries& fs, BlockIndex& index, std::vector<IndexedBlock>& blocks,
+                             const std::map<uint64_t, uint64_t>& alive_otransid);
+
+// One block whose file no longer opens, during a run: its new location among the existing
+// indexed snapshots that reference its extent, or nothing.
+std::optional<BlockLocation> relocate_block(FilesystemQueries& fs, BlockIndex& index, const IndexedBlock& block);
+
+} // namespace snapdedupe
