@@ -47,6 +47,7 @@ CREATE TABLE deferred (                 -- the intent journal: moves recorded be
     keeper_root INTEGER NOT NULL, keeper_inode INTEGER NOT NULL, keeper_gen INTEGER NOT NULL,
     keeper_offset INTEGER NOT NULL, keeper_extent INTEGER NOT NULL, keeper_extent_offset INTEGER NOT NULL,
     error INTEGER NOT NULL DEFAULT 0,   -- why it is still here: 0 not settled yet, else the errno
+    primary_ref INTEGER NOT NULL DEFAULT 1, -- the processed snapshot's own reference (counts as deduped)
     PRIMARY KEY (root_id, inode, file_offset)
 );
 )sql";
@@ -99,13 +100,14 @@ std::string quick_check(Database& db)
 
 // Version 1 grew without a new version number, each addition made on first write use: the
 // filesystem's uuid (an index from before it was recorded has been used on this one), the
-// journal's error column, and the history of runs.
+// journal's error and primary_ref columns, and the history of runs.
 void upgrade_in_place(Database& db, const std::string& fs_uuid)
 {
     bool record_uuid = !index_has_table(db, "filesystem");
     bool add_error = !index_has_column(db, "deferred", "error");
+    bool add_primary_ref = !index_has_column(db, "deferred", "primary_ref");
     bool add_runs = !index_has_table(db, "runs");
-    if (!record_uuid && !add_error && !add_runs)
+    if (!record_uuid && !add_error && !add_primary_ref && !add_runs)
         return;
     Transaction tx(db);
     if (record_uuid) {
@@ -114,6 +116,8 @@ void upgrade_in_place(Database& db, const std::string& fs_uuid)
     }
     if (add_error)
         db.exec("ALTER TABLE deferred ADD COLUMN error INTEGER NOT NULL DEFAULT 0");
+    if (add_primary_ref)
+        db.exec("ALTER TABLE deferred ADD COLUMN primary_ref INTEGER NOT NULL DEFAULT 1");
     if (add_runs)
         db.exec(kRunsTable);
     tx.commit();
