@@ -242,7 +242,9 @@ std::unique_ptr<Database> open_index(const std::string& path, const std::string&
             db->exec("PRAGMA journal_mode=WAL");
         }
     }
-    db->exec("PRAGMA synchronous=NORMAL");
+    // FULL: the journal's commit before each batch of dedupe calls must survive a power cut
+    // too, not only a kill (one fsync per batch and per snapshot).
+    db->exec("PRAGMA synchronous=FULL");
     return db;
 }
 

@@ -111,12 +111,39 @@ bool gone(const Filesystem& fs, const Snapshot& s)
     return !info || info->parent_id == 0 || info->uuid != s.uuid;
 }
 
+// The run's side of the progress line: where it is, passed on to RunOptions::progress.
+struct ProgressFeed {
+    const std::function<void(const RunProgress&)>& report;
+    RunProgress now;
+    size_t finished = 0; // snapshots processed
+
+    void send() const
+    {
+        if (report)
+            report(now);
+    }
+};
+
 struct LineageContext {
     SnapshotPass& pass;
     BlockIndex& index;
     Database& db;
     bool dry_run;
+    ProgressFeed& progress;
 };
+
+// A snapshot deleted while it was processed: the blocks its batches committed (the journal
+// commits before each batch's dedupe calls) are located in it. Recorded as processed, it is
+// one the next run's forgetting finds gone, and moves those blocks to where their bytes live.
+void remember_deleted(const Snapshot& snapshot, const Lineage& lineage, const LineageContext& ctx)
+{
+    if (ctx.dry_run)
+        return;
+    Transaction tx(ctx.db);
+    ctx.index.add_snapshot({uuid_to_string(snapshot.uuid), snapshot.root_id, lineage.key, snapshot.otransid,
+                            snapshot.path, 0});
+    tx.commit();
+}
 
 // One snapshot in one transaction: a killed run resumes at the first snapshot not committed.
 void process_snapshot(const Snapshot& snapshot, const Snapshot* parent, const Lineage& lineage,
@@ -125,9 +152,17 @@ void process_snapshot(const Snapshot& snapshot, const Snapshot* parent, const Li
     std::optional<Transaction> tx;
     if (!ctx.dry_run)
         tx.emplace(ctx.db);
-    SnapshotReport done = ctx.pass.process(snapshot, parent, lineage.key);
+    ctx.progress.now = {ctx.progress.finished + 1, ctx.progress.now.snapshots, snapshot.path, 0, 0};
+    ctx.progress.send();
+    auto progress = [&ctx](uint64_t bytes_done, uint64_t bytes_total) {
+        ctx.progress.now.bytes_done = bytes_done;
+        ctx.progress.now.bytes_total = bytes_total;
+        ctx.progress.send();
+    };
+    SnapshotReport done = ctx.pass.process(snapshot, parent, lineage.key, progress);
     if (tx)
         tx->commit();
+    ++ctx.progress.finished;
     report.add(done);
 }
 
@@ -152,11 +187,18 @@ void process_lineage(const Filesystem& fs, const Lineage& lineage, const Lineage
             } catch (const SysError& e) {
                 if (gone(fs, snapshot)) {
                     std::cerr << "snapdedupe: " << snapshot.path << " was deleted during the run; skipped\n";
+                    remember_deleted(snapshot, lineage, ctx);
                     break;
                 }
                 if (parent && gone(fs, *parent)) {
                     earlier.pop_back(); // try again against the one before it
                     continue;
+                }
+                if (e.err() == EAGAIN) { // our send, retried: another dedupe holds the snapshot
+                    std::cerr << "snapdedupe: " << snapshot.path << ": busy (" << e.what()
+                              << "); the next run processes it\n";
+                    usable = false;
+                    break;
                 }
                 if (e.err() != ENAMETOOLONG)
                     throw;
@@ -172,11 +214,15 @@ void process_lineage(const Filesystem& fs, const Lineage& lineage, const Lineage
 }
 
 // One filesystem's work once its index is open.
-void dedupe_filesystem(FilesystemWork& work, Database& db, const RunOptions& options, RunReport& report)
+void dedupe_filesystem(FilesystemWork& work, Database& db, const RunOptions& options, ProgressFeed& progress,
+                       RunReport& report)
 {
     const Filesystem& fs = work.fs;
     BlockIndex index(db);
-    KernelQueries queries(fs.fd(), options.seams.after_dedupe_call()); // what the engine asks of this filesystem
+    for (const Snapshot& s : work.snapshots)
+        progress.now.snapshots += index.knows_snapshot(uuid_to_string(s.uuid)) ? 0 : 1;
+    // What the engine asks of this filesystem.
+    KernelQueries queries(fs.fd(), options.seams.after_dedupe_call(), !options.seams.no_prefetch);
     IndexJournal journal(db, index);
     if (!options.dry_run)
         forget_deleted_snapshots(queries, db, index);
@@ -189,17 +235,22 @@ void dedupe_filesystem(FilesystemWork& work, Database& db, const RunOptions& opt
                       {options.dry_run, options.readonly_only, options.seams.before_dedupe()});
     // First what an earlier run left in the journal (killed, busy or failed), so that its
     // moved references do not hide the rest as known; at the end, what this run left.
-    finish_journal(pass, db, options.dry_run, std::chrono::milliseconds(0), false, report);
+    // A filesystem visited only to forget deleted snapshots changes nothing but its index (its
+    // mount was not checked for writes); its journal waits for a run that processes it.
+    const bool dedupes = !work.snapshots.empty();
+    if (dedupes)
+        finish_journal(pass, db, options.dry_run, std::chrono::milliseconds(0), false, report);
     for (const Lineage& lineage : group_lineages(std::move(work.snapshots)))
-        process_lineage(fs, lineage, {pass, index, db, options.dry_run}, report);
-    finish_journal(pass, db, options.dry_run, kBusyBudget, true, report);
+        process_lineage(fs, lineage, {pass, index, db, options.dry_run, progress}, report);
+    if (dedupes)
+        finish_journal(pass, db, options.dry_run, kBusyBudget, true, report);
     report.after.add(space_usage(fs.fd()));
     report.filesystems.push_back(fs.uuid());
 }
 
 // The lock, the index, and the run's row in the index's history (index/run_history.h), which
 // is appended also when the work fails: with that error's exit code, before it goes on up.
-void run_filesystem(FilesystemWork& work, const RunOptions& options, RunReport& report)
+void run_filesystem(FilesystemWork& work, const RunOptions& options, ProgressFeed& progress, RunReport& report)
 {
     const Filesystem& fs = work.fs;
     std::string db_path = options.db_path.value_or(std::string(kDefaultIndexDir) + "/" + fs.uuid() + ".sqlite");
@@ -209,11 +260,11 @@ void run_filesystem(FilesystemWork& work, const RunOptions& options, RunReport& 
         make_default_index_dir(db_path);
     std::unique_ptr<Database> db = open_index(db_path, fs.uuid(), options.dry_run);
     if (options.dry_run) { // changes nothing, not even the history
-        dedupe_filesystem(work, *db, options, report);
+        dedupe_filesystem(work, *db, options, progress, report);
         return;
     }
     try {
-        dedupe_filesystem(work, *db, options, report);
+        dedupe_filesystem(work, *db, options, progress, report);
     } catch (const std::exception& e) {
         history.failed(*db, report, e);
         throw;
@@ -240,8 +291,9 @@ RunReport run(const RunOptions& options)
 
     RunReport report;
     report.dry_run = options.dry_run;
+    ProgressFeed progress{options.progress, {}};
     for (FilesystemWork& work : filesystems)
-        run_filesystem(work, options, report);
+        run_filesystem(work, options, progress, report);
     report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return report;
 }

@@ -5,12 +5,24 @@
 #include "plugin/test_seams.h"
 #include "snapshots/kernel/error.h"
 
+#include <cstdint>
+#include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace snapdedupe {
+
+// Where a run is, for a live progress line (plugin/cli/progress_line.h): the run reports,
+// the command line prints.
+struct RunProgress {
+    size_t snapshot = 0;  // the one being processed, from 1
+    size_t snapshots = 0; // to process: those the index does not know, on the filesystems reached so far
+    std::string path;     // the one being processed
+    uint64_t bytes_done = 0;  // of its change set
+    uint64_t bytes_total = 0; // its changed bytes; 0 until its send stream has been read
+};
 
 struct RunOptions {
     std::vector<std::string> paths;
@@ -22,6 +34,8 @@ struct RunOptions {
     // forgets deleted snapshots (`run --queue` after snapper deleted one).
     std::vector<std::string> forget_on;
     TestSeams seams; // hidden --test-* options only
+    // Called as the run works, often (after each changed file); empty: nobody watches.
+    std::function<void(const RunProgress&)> progress;
 };
 
 inline constexpr const char* kDefaultIndexDir = "/var/lib/snapdedupe";

@@ -16,6 +16,9 @@ struct TestSeams {
     // Right after the N-th dedupe call (FIDEDUPERANGE) of the run, die by SIGKILL: a test of
     // what a killed run leaves and how the next run finishes it.
     uint64_t kill_after_dedupe_calls = 0;
+    // Dedupe without first reading each call's ranges into the page cache: a test that the
+    // prefetch (FilesystemQueries::prefetch) never changes what is deduped.
+    bool no_prefetch = false;
 
     std::function<void()> before_dedupe() const;
     std::function<void()> after_dedupe_call() const;

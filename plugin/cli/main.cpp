@@ -1,6 +1,7 @@
 // The snapdedupe command line: argument parsing, exit codes, and nothing else.
 #include "plugin/cli/config_file.h"
 #include "plugin/cli/diff_command.h"
+#include "plugin/cli/progress_line.h"
 #include "plugin/run.h"
 #include "plugin/status.h"
 #include "plugin/upkeep/work_queue.h"
@@ -104,7 +105,8 @@ int run_main(const std::vector<std::string>& args)
     po::options_description seams("test seams");
     seams.add_options()
         ("test-pause-before-dedupe", po::value<std::string>(), "FIFO")
-        ("test-kill-after-dedupe-calls", po::value<uint64_t>(), "N");
+        ("test-kill-after-dedupe-calls", po::value<uint64_t>(), "N")
+        ("test-no-prefetch", "");
     po::options_description all;
     all.add(opts).add(seams);
     po::positional_options_description pos;
@@ -131,6 +133,7 @@ int run_main(const std::vector<std::string>& args)
         options.seams.pause_fifo = vm["test-pause-before-dedupe"].as<std::string>();
     if (vm.count("test-kill-after-dedupe-calls"))
         options.seams.kill_after_dedupe_calls = vm["test-kill-after-dedupe-calls"].as<uint64_t>();
+    options.seams.no_prefetch = vm.count("test-no-prefetch") > 0;
     bool queue = vm.count("queue") > 0;
     if (options.db_path && options.db_path->empty())
         return fail(ExitCode::kUsage, "--db (or db = in " + config_path + ") names no file");
@@ -150,8 +153,12 @@ int run_main(const std::vector<std::string>& args)
     }
     snapdedupe::RunReport report;
     report.dry_run = options.dry_run;
+    snapdedupe::ProgressLine progress; // on a terminal only
+    if (progress.enabled())
+        options.progress = [&progress](const snapdedupe::RunProgress& p) { progress.update(p); };
     if (!options.paths.empty() || !options.forget_on.empty())
         report = snapdedupe::run(options);
+    progress.clear();
     if (work_queue && report.failures.empty())
         work_queue->finish(); // only now: a failed run leaves its entries for the next one
     if (vm.count("json"))

@@ -80,6 +80,9 @@ void print_counters_human(std::ostream& out, const DedupeCounters& c, bool dry_r
     if (c.dedupe_errors || c.busy_deferred)
         out << label("not deduped:") << c.dedupe_errors << " ranges with errors, " << c.busy_deferred
             << " busy (send running), left for the next run\n";
+    if (c.dedupe_refused)
+        out << label("refused:") << c.dedupe_refused
+            << " ranges the kernel refuses for good (a nodatasum and a checksummed file, an immutable file)\n";
 }
 
 void print_space_human(std::ostream& out, const SpaceUsage& before, const SpaceUsage& after)

@@ -1,6 +1,10 @@
 #include "plugin/dedupe/block_relocation.h"
 
+#include "snapshots/kernel/error.h"
+
 #include <algorithm>
+#include <cerrno>
+#include <string>
 #include <map>
 #include <optional>
 
@@ -80,6 +84,16 @@ uint64_t move_by_extent_refs(FilesystemQueries& fs, BlockIndex& index, std::vect
     }
     blocks = std::move(homeless);
     return moved;
+}
+
+bool still_opens(FilesystemQueries& fs, const InodeHandle& file)
+{
+    OpenResult opened = fs.open_file(file);
+    if (opened)
+        return true;
+    if (opened.error == ESTALE || opened.error == ENOENT)
+        return false;
+    throw SysError("opening root " + std::to_string(file.root) + " inode", std::to_string(file.inode), opened.error);
 }
 
 std::optional<BlockLocation> relocate_block(FilesystemQueries& fs, BlockIndex& index, const IndexedBlock& block)

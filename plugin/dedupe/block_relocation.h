@@ -31,6 +31,11 @@ uint64_t move_mapped(FilesystemQueries& fs, BlockIndex& index, const InodeHandle
 uint64_t move_by_extent_refs(FilesystemQueries& fs, BlockIndex& index, std::vector<IndexedBlock>& blocks,
                              const std::map<uint64_t, uint64_t>& alive_otransid);
 
+// Whether `file` still opens. Only a file that is gone (ESTALE, ENOENT) answers false: any other
+// refusal (out of fds, a seccomp filter) throws SysError, since treating it as gone would move
+// or forget keepers, or drop journal entries, for good.
+bool still_opens(FilesystemQueries& fs, const InodeHandle& file);
+
 // One block whose file no longer opens, during a run: its new location among the existing
 // indexed snapshots that reference its extent, or nothing.
 std::optional<BlockLocation> relocate_block(FilesystemQueries& fs, BlockIndex& index, const IndexedBlock& block);

@@ -22,7 +22,8 @@
     X(predicted_metadata_bytes, "estimated metadata the moves rewrite (all copies)") \
     X(large_fanout_extents, "extents with more references than one ioctl carries") \
     X(references_moved, "file ranges (in any snapshot) moved onto the keeper") \
-    X(dedupe_errors, "ranges the kernel refused with an error") \
+    X(dedupe_errors, "ranges that failed with an error that can pass (EROFS, EIO, ENOSPC): kept for the next run") \
+    X(dedupe_refused, "ranges the kernel refuses for good (EINVAL: a nodatasum and a checksummed file; EPERM: immutable): dropped") \
     X(busy_deferred, "ranges still EAGAIN (a send was running) after retries")
 
 namespace snapdedupe {

@@ -16,6 +16,37 @@ struct Pending {
     uint64_t progress; // bytes of the range done for this target
 };
 
+// The ranges of one dedupe call, read into the page cache for the kernel's compare while this
+// lives (FilesystemQueries::prefetch) and dropped when it ends. Only ranges prefetch() had
+// to read are dropped: one that was all cached already is someone's working set (the live
+// subvolume's files, or blocks hashed a moment ago), and it stays. A range that was partly
+// cached is dropped whole: simpler, and a file in use is usually cached whole.
+class PrefetchedCall {
+public:
+    PrefetchedCall(FilesystemQueries& fs, int src_fd, uint64_t src_offset, uint64_t length,
+                   const std::vector<DedupeTarget>& targets)
+        : fs_(fs), length_(length)
+    {
+        if (fs_.prefetch(src_fd, src_offset, length))
+            read_.push_back({src_fd, src_offset});
+        for (const DedupeTarget& t : targets)
+            if (fs_.prefetch(t.fd, t.offset, length))
+                read_.push_back(t);
+    }
+    ~PrefetchedCall()
+    {
+        for (const DedupeTarget& r : read_)
+            fs_.release(r.fd, r.offset, length_);
+    }
+    PrefetchedCall(const PrefetchedCall&) = delete;
+    PrefetchedCall& operator=(const PrefetchedCall&) = delete;
+
+private:
+    FilesystemQueries& fs_;
+    uint64_t length_;
+    std::vector<DedupeTarget> read_; // fd and offset of each range prefetch() read
+};
+
 } // namespace
 
 std::vector<DedupeCallResult> fideduperange_call(int src_fd, uint64_t src_offset, uint64_t length,
@@ -72,7 +103,11 @@ std::vector<DedupeResult> dedupe_onto(FilesystemQueries& fs, int src_fd, uint64_
         }
         uint64_t len = std::min(kMaxBytesPerCall, length - pos);
 
-        std::vector<DedupeCallResult> done = fs.dedupe_call(src_fd, src_offset + pos, len, call_targets);
+        std::vector<DedupeCallResult> done;
+        {
+            PrefetchedCall cached(fs, src_fd, src_offset + pos, len, call_targets);
+            done = fs.dedupe_call(src_fd, src_offset + pos, len, call_targets);
+        }
         if (done.size() != batch.size())
             throw std::logic_error("dedupe_call: one result per target expected");
         std::vector<Pending> next;

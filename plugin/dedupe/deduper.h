@@ -35,6 +35,9 @@ constexpr uint64_t kMaxBytesPerCall = 16 * 1024 * 1024;
 // One result per target, in order. Partial progress is continued. EAGAIN (a send is reading
 // the root) is returned as the target's error: a send holds its root for long, so the run
 // defers the whole extent instead of waiting here.
+// Just before each call its source and destination ranges are read into the page cache
+// (FilesystemQueries::prefetch), so the kernel's page-by-page compare does not wait on the
+// disk for each page; after it, what was read is dropped again (release).
 std::vector<DedupeResult> dedupe_onto(FilesystemQueries& fs, int src_fd, uint64_t src_offset, uint64_t length,
                                       const std::vector<DedupeTarget>& targets);
 

@@ -70,6 +70,17 @@ public:
     // caller's (dedupe_onto in deduper.h).
     virtual std::vector<DedupeCallResult> dedupe_call(int src_fd, uint64_t src_offset, uint64_t length,
                                                       const std::vector<DedupeTarget>& targets) = 0;
+
+    // Reads [offset, offset + length) of `fd` into the page cache just before a dedupe call
+    // compares it: the kernel's compare reads one page at a time with no readahead, so large
+    // sequential reads first make it several times faster on a cold range. Returns whether
+    // the range had to be read (false: it was all cached already, so it is someone's working
+    // set and release() is not called for it). Advisory: a failure only loses the speed-up,
+    // and the dedupe call reports whatever matters.
+    virtual bool prefetch(int fd, uint64_t offset, uint64_t length) = 0;
+    // Drops a range prefetch() read from the page cache once its dedupe call is done, so a
+    // long run does not push the host's working set out of the cache. Advisory too.
+    virtual void release(int fd, uint64_t offset, uint64_t length) = 0;
 };
 
 } // namespace snapdedupe

@@ -10,7 +10,7 @@ namespace snapdedupe {
 
 std::optional<BlockLocation> SnapshotPass::keeper_now(const DeferredMove& m)
 {
-    if (queries_.open_file(m.keeper.file))
+    if (still_opens(queries_, m.keeper.file))
         return m.keeper;
     // Its snapshot was deleted since: the forgetter moved the block's row to a survivor that
     // maps the same bytes, or, during this run, it is moved there now.
@@ -20,7 +20,7 @@ std::optional<BlockLocation> SnapshotPass::keeper_now(const DeferredMove& m)
     // A block moves only to a file that holds its bytes at the same offset, so the move's own
     // offset (which may lie inside the block) carries over to the block's new file.
     std::optional<BlockLocation> now;
-    if (queries_.open_file(row->where.file))
+    if (still_opens(queries_, row->where.file))
         now = row->where;
     else
         now = relocate_block(queries_, index_, *row);
@@ -33,10 +33,15 @@ std::vector<DuplicateBlock> SnapshotPass::take_journal()
 {
     std::vector<DuplicateBlock> duplicates;
     for (const DeferredMove& m : index_.deferred()) {
+        if (!still_opens(queries_, m.where.file)) { // the reference is gone: nothing to do
+            index_.settle_deferred(m.where);
+            continue;
+        }
+        // Taken out; the mover records it again if it is planned again.
         index_.settle_deferred(m.where);
         std::optional<BlockLocation> keeper = keeper_now(m);
-        if (!keeper || !queries_.open_file(m.where.file))
-            continue; // the keeper's bytes or the reference are gone: nothing left to do
+        if (!keeper)
+            continue; // the keeper's bytes are gone: nothing to move onto
         DuplicateBlock d;
         d.file = m.where.file;
         d.block.file_offset = m.where.file_offset;

@@ -5,9 +5,13 @@
 #include "snapshots/kernel/subvolume.h"
 #include "snapshots/kernel/uuid.h"
 
+#include <fcntl.h>
 #include <linux/btrfs_tree.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 namespace snapdedupe {
@@ -22,6 +26,10 @@ SubvolumeInfo existing_subvolume(const LabeledFd& fs, uint64_t root)
         throw SysError("reading subvolume info of root", std::to_string(root), ENOENT);
     return *info;
 }
+
+// Large enough that the disk sees sequential reads (and readahead runs ahead of them), small
+// enough that the buffer does not matter.
+constexpr size_t kPrefetchChunk = 1024 * 1024;
 
 } // namespace
 
@@ -88,6 +96,40 @@ std::vector<DedupeCallResult> KernelQueries::dedupe_call(int src_fd, uint64_t sr
     if (after_dedupe_call_)
         after_dedupe_call_();
     return results;
+}
+
+bool KernelQueries::prefetch(int fd, uint64_t offset, uint64_t length)
+{
+    if (!prefetch_)
+        return false;
+    prefetch_buffer_.resize(kPrefetchChunk);
+    char* buffer = prefetch_buffer_.data();
+    bool read_any = false;
+    for (uint64_t pos = offset, end = offset + length; pos < end;) {
+        size_t want = static_cast<size_t>(std::min<uint64_t>(kPrefetchChunk, end - pos));
+        // RWF_NOWAIT copies only what is cached (and starts readahead for the rest), so one
+        // call both tells whether the chunk was cached already and costs nothing more if so.
+        iovec iov{buffer, want};
+        ssize_t got = ::preadv2(fd, &iov, 1, static_cast<off_t>(pos), RWF_NOWAIT);
+        if (got == 0)
+            break; // end of file
+        got = std::max<ssize_t>(got, 0); // EAGAIN: not cached
+        if (static_cast<size_t>(got) < want) {
+            read_any = true;
+            ssize_t more = ::pread(fd, buffer, want - got, static_cast<off_t>(pos + got));
+            if (more <= 0)
+                break; // end of file, or an error the dedupe call will report
+            got += more;
+        }
+        pos += static_cast<uint64_t>(got);
+    }
+    return read_any;
+}
+
+void KernelQueries::release(int fd, uint64_t offset, uint64_t length)
+{
+    if (prefetch_)
+        ::posix_fadvise(fd, static_cast<off_t>(offset), static_cast<off_t>(length), POSIX_FADV_DONTNEED);
 }
 
 } // namespace snapdedupe

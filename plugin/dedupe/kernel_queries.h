@@ -7,6 +7,7 @@
 #include "snapshots/kernel/labeled_fd.h"
 
 #include <functional>
+#include <vector>
 
 namespace snapdedupe {
 
@@ -14,9 +15,11 @@ class KernelQueries final : public FilesystemQueries {
 public:
     // `filesystem`: any directory on the filesystem; ioctls and opens by handle go through it.
     // It must outlive this object.
-    // `after_dedupe_call`: a test seam (plugin/test_seams.h), empty in production.
-    explicit KernelQueries(const LabeledFd& filesystem, std::function<void()> after_dedupe_call = {})
-        : fs_(filesystem), after_dedupe_call_(std::move(after_dedupe_call))
+    // `after_dedupe_call` and `prefetch` false: test seams (plugin/test_seams.h); empty and
+    // true in production.
+    explicit KernelQueries(const LabeledFd& filesystem, std::function<void()> after_dedupe_call = {},
+                           bool prefetch = true)
+        : fs_(filesystem), after_dedupe_call_(std::move(after_dedupe_call)), prefetch_(prefetch)
     {
     }
 
@@ -33,10 +36,15 @@ public:
     // FIDEDUPERANGE itself lives with the engine (deduper.h: fideduperange_call).
     std::vector<DedupeCallResult> dedupe_call(int src_fd, uint64_t src_offset, uint64_t length,
                                               const std::vector<DedupeTarget>& targets) override;
+    // pread in 1 MiB steps into one buffer, kept between calls; release: POSIX_FADV_DONTNEED.
+    bool prefetch(int fd, uint64_t offset, uint64_t length) override;
+    void release(int fd, uint64_t offset, uint64_t length) override;
 
 private:
     const LabeledFd& fs_;
     std::function<void()> after_dedupe_call_;
+    bool prefetch_;
+    std::vector<char> prefetch_buffer_; // the only memory prefetching takes
 };
 
 } // namespace snapdedupe

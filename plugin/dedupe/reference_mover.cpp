@@ -38,11 +38,37 @@ DeferredMove journal_entry(const PlannedMove& m, int error)
     return {{m.dst, m.dst_offset}, m.length, {m.src, m.src_offset}, m.keeper_key, error, m.primary};
 }
 
-// Settled: it moved, or it never will (its file is gone, or its bytes differ from the keeper's).
-bool settled(const PlannedMove& m, const DedupeResult& r)
+// What became of one move, and so of its journal entry.
+enum class Fate {
+    kMoved,
+    kGone,    // the reference's file or subvolume is gone: nothing to do, not an error
+    kDiffers, // the bytes differ from the keeper's (a writer got there first)
+    kRefused, // the kernel will refuse it every time: counted once, then dropped
+    kRetry,   // busy (EAGAIN), not tried, the keeper gone, or an error that can pass
+};
+
+Fate fate_of(const PlannedMove& m, const DedupeResult& r)
 {
-    bool reference_gone = (r.error == ENOENT || r.error == ESTALE) && !r.keeper_gone;
-    return r.deduped == m.length || r.differs > 0 || reference_gone;
+    if (r.deduped == m.length)
+        return Fate::kMoved;
+    if (r.differs > 0)
+        return Fate::kDiffers;
+    if (r.keeper_gone) // the reference still needs a keeper: the replay finds where it is now
+        return Fate::kRetry;
+    switch (r.error) {
+    case ENOENT:
+    case ESTALE:
+        return Fate::kGone;
+    case EINVAL:     // a nodatasum and a checksummed file, lengths that differ at EOF
+    case EPERM:      // an immutable or append-only file
+    case EACCES:
+    case ETXTBSY:    // a swap file
+    case EOPNOTSUPP:
+    case EXDEV:
+        return Fate::kRefused;
+    default:         // EAGAIN, EROFS, EIO, ENOSPC, ENOMEM, 0 (not tried)
+        return Fate::kRetry;
+    }
 }
 
 } // namespace
@@ -110,9 +136,11 @@ MoveOutcome ReferenceMover::execute(const ExtentPlan& plan, size_t duplicate_cou
         (moves[i].writable ? writable_moves : read_only_moves).push_back(i);
     run_moves(moves, read_only_moves, results);
     std::vector<bool> read_only_done(plan.extents.size(), true);
-    for (size_t i : read_only_moves)
-        if (results[i].deduped != moves[i].length)
+    for (size_t i : read_only_moves) {
+        Fate fate = fate_of(moves[i], results[i]);
+        if (fate != Fate::kMoved && fate != Fate::kGone) // a reference that is gone holds nothing back
             read_only_done[moves[i].extent] = false;
+    }
     std::erase_if(writable_moves, [&](size_t i) { return !read_only_done[moves[i].extent]; });
     run_moves(moves, writable_moves, results);
 
@@ -130,13 +158,16 @@ MoveOutcome ReferenceMover::execute(const ExtentPlan& plan, size_t duplicate_cou
             ++c.references_moved;
         else
             extent_freed[m.extent] = false;
+        Fate fate = fate_of(m, r);
         if (r.error == EAGAIN)
             extent_busy[m.extent] = true;
-        else if (r.error != 0 && !((r.error == ENOENT || r.error == ESTALE) && !r.keeper_gone)) // gone: no error
+        else if (fate == Fate::kRefused)
+            ++c.dedupe_refused;
+        else if (fate == Fate::kRetry && r.error != 0)
             ++c.dedupe_errors;
     }
     for (size_t i = 0; i < moves.size(); ++i) {
-        if (settled(moves[i], results[i]))
+        if (fate_of(moves[i], results[i]) != Fate::kRetry)
             journal_.settle({moves[i].dst, moves[i].dst_offset});
         else // a writable reference not tried because its extent's read-only ones did not all move
             journal_.keep(journal_entry(moves[i], results[i].error ? results[i].error

@@ -67,7 +67,7 @@ std::optional<IndexedBlock> SnapshotPass::find_keeper(uint64_t hash, const DataB
             const InodeHandle& h = copy.where.file;
             auto it = opens_.find(h);
             if (it == opens_.end())
-                it = opens_.emplace(h, queries_.open_file(h).fd.valid()).first;
+                it = opens_.emplace(h, still_opens(queries_, h)).first;
             if (it->second)
                 return copy;
             // Its snapshot is gone (retention ran during the run): a later snapshot usually
@@ -182,7 +182,8 @@ DedupeCounters SnapshotPass::dedupe_during_run(const std::vector<DuplicateBlock>
     return counters;
 }
 
-SnapshotReport SnapshotPass::process(const Snapshot& snapshot, const Snapshot* parent, const std::string& lineage)
+SnapshotReport SnapshotPass::process(const Snapshot& snapshot, const Snapshot* parent, const std::string& lineage,
+                                     const std::function<void(uint64_t done, uint64_t total)>& progress)
 {
     SnapshotReport report;
     report.path = snapshot.path;
@@ -195,6 +196,7 @@ SnapshotReport SnapshotPass::process(const Snapshot& snapshot, const Snapshot* p
 
     std::vector<DuplicateBlock> duplicates;
     pending_.clear();
+    uint64_t done = 0;
     for (const FileChange& change : changes.files) {
         scan_file(snapshot.dir, change, report, duplicates);
         // Bounded memory on huge snapshots: dedupe in batches, at file boundaries.
@@ -202,6 +204,10 @@ SnapshotReport SnapshotPass::process(const Snapshot& snapshot, const Snapshot* p
             report.dedupe.add(dedupe_during_run(duplicates, report));
             duplicates.clear();
         }
+        for (const ByteRange& r : change.ranges)
+            done += r.length;
+        if (progress)
+            progress(done, report.bytes_changed);
     }
 
     report.dedupe.add(dedupe_during_run(duplicates, report));

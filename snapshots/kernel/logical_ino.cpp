@@ -24,9 +24,10 @@ ExtentRefs logical_ino(const LabeledFd& filesystem, uint64_t logical, bool whole
         args.flags = whole_extent ? BTRFS_LOGICAL_INO_ARGS_IGNORE_OFFSET : 0;
         args.inodes = reinterpret_cast<uintptr_t>(buf.data());
         if (::ioctl(filesystem.get(), BTRFS_IOC_LOGICAL_INO_V2, &args) != 0) {
-            if (errno == ENOENT)
+            const int err = errno; // before building the message
+            if (err == ENOENT)
                 return {}; // no extent there any more
-            throw SysError("LOGICAL_INO_V2 at " + std::to_string(logical) + " on", filesystem.label(), errno);
+            throw SysError("LOGICAL_INO_V2 at " + std::to_string(logical) + " on", filesystem.label(), err);
         }
         auto* dc = reinterpret_cast<btrfs_data_container*>(buf.data());
         if (dc->bytes_missing > 0 && size < kLargestBuffer) {

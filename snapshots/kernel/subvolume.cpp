@@ -19,10 +19,11 @@ std::optional<SubvolumeInfo> query(const LabeledFd& fd, uint64_t root, const std
 {
     struct btrfs_util_subvolume_info raw;
     btrfs_util_error err = btrfs_util_subvolume_info_fd(fd.get(), root, &raw);
+    const int sys_err = errno; // before building a message
     if (err == BTRFS_UTIL_ERROR_SUBVOLUME_NOT_FOUND)
         return std::nullopt;
     if (err != BTRFS_UTIL_OK)
-        throw SysError(std::string("reading subvolume info (") + btrfs_util_strerror(err) + ") of", subject, errno);
+        throw SysError(std::string("reading subvolume info (") + btrfs_util_strerror(err) + ") of", subject, sys_err);
     SubvolumeInfo info;
     info.root_id = raw.id;
     info.parent_id = raw.parent_id;

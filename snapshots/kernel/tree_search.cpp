@@ -79,8 +79,16 @@ bool TreeSearch::fill()
     key.max_transid = ~0ULL;
     key.nr_items = ~0U;
     args->buf_size = buffer_bytes_;
-    if (::ioctl(fd_.get(), BTRFS_IOC_TREE_SEARCH_V2, args) != 0)
-        throw SysError("TREE_SEARCH in tree " + std::to_string(range_.tree) + " of", fd_.label(), errno);
+    if (::ioctl(fd_.get(), BTRFS_IOC_TREE_SEARCH_V2, args) != 0) {
+        const int err = errno;
+        // The next item alone does not fit: the kernel says how much it needs. Grow and ask again.
+        if (err == EOVERFLOW && args->buf_size > buffer_bytes_) {
+            buffer_bytes_ = args->buf_size;
+            storage_.assign((sizeof(btrfs_ioctl_search_args_v2) + buffer_bytes_) / sizeof(uint64_t) + 1, 0);
+            return fill();
+        }
+        throw SysError("TREE_SEARCH in tree " + std::to_string(range_.tree) + " of", fd_.label(), err);
+    }
     items_left_ = key.nr_items;
     pos_ = 0;
     return items_left_ > 0;

@@ -38,6 +38,14 @@ public:
         uint64_t length = 0;
         std::vector<std::pair<InodeHandle, uint64_t>> targets; // (file, offset)
     };
+    // One prefetch or release of a range, and how many dedupe calls the model had seen then.
+    struct CacheCall {
+        bool release = false;
+        InodeHandle file; // all zero for an fd the model never handed out
+        uint64_t offset = 0;
+        uint64_t length = 0;
+        size_t calls_before = 0;
+    };
 
     // --- Building the model ---
 
@@ -111,6 +119,8 @@ public:
     void limit_dedupe(const InodeHandle& file, uint64_t bytes) { limits_[file] = bytes; }
     // Called as each dedupe call starts, before the model changes: what had the caller done by then?
     void before_each_dedupe(std::function<void()> hook) { before_dedupe_ = std::move(hook); }
+    // prefetch() finds the ranges of `file` in the page cache already (nothing read).
+    void cached_already(const InodeHandle& file) { cached_.insert(file); }
     // LOGICAL_INO lists only part of the extent's references.
     void set_incomplete(uint64_t disk_bytenr) { incomplete_.insert(disk_bytenr); }
     // Deleted, not yet cleaned up: still listed by LOGICAL_INO, its tree answers ENOENT.
@@ -121,6 +131,7 @@ public:
     // --- Reading the model ---
 
     const std::vector<Call>& calls() const { return calls_; }
+    const std::vector<CacheCall>& cache_calls() const { return cache_calls_; }
     const std::vector<FileExtentItem>& items_of(const InodeHandle& file) { return inode(file).items; }
     // The extent the file's byte at `offset` is in; 0 in a hole.
     uint64_t extent_at(const InodeHandle& file, uint64_t offset)
@@ -244,6 +255,18 @@ public:
         }
         calls_.push_back(std::move(call));
         return results;
+    }
+    // The page cache is not modelled: the calls are recorded, and what they would find is scripted.
+    bool prefetch(int fd, uint64_t offset, uint64_t length) override
+    {
+        InodeHandle file = open_files_.count(fd) ? open_files_.at(fd) : InodeHandle{};
+        cache_calls_.push_back({false, file, offset, length, calls_.size()});
+        return !cached_.count(file);
+    }
+    void release(int fd, uint64_t offset, uint64_t length) override
+    {
+        InodeHandle file = open_files_.count(fd) ? open_files_.at(fd) : InodeHandle{};
+        cache_calls_.push_back({true, file, offset, length, calls_.size()});
     }
 
 private:
@@ -399,6 +422,8 @@ private:
     std::set<uint64_t> incomplete_;
     std::vector<Call> calls_;
     std::function<void()> before_dedupe_;
+    std::vector<CacheCall> cache_calls_;
+    std::set<InodeHandle> cached_;
 };
 
 } // namespace snapdedupe::testing

@@ -166,3 +166,64 @@ TEST_CASE("dedupe_onto: a call refused as a whole fails every target with its er
         CHECK(r.deduped == 0);
     }
 }
+
+namespace {
+
+using CacheCall = InMemoryFilesystem::CacheCall;
+
+// The ranges of call `k`, source first: what must be prefetched just before it.
+std::vector<std::pair<InodeHandle, uint64_t>> call_ranges(const InMemoryFilesystem::Call& call)
+{
+    std::vector<std::pair<InodeHandle, uint64_t>> out{{call.src, call.src_offset}};
+    out.insert(out.end(), call.targets.begin(), call.targets.end());
+    return out;
+}
+
+// Every dedupe call's ranges were prefetched right before it and, unless `cached` found them
+// in the page cache already, released right after it; nothing else was.
+void check_prefetched_around_calls(const InMemoryFilesystem& fs, const InodeHandle& cached)
+{
+    size_t expected = 0;
+    for (size_t k = 0; k < fs.calls().size(); ++k) {
+        const InMemoryFilesystem::Call& call = fs.calls()[k];
+        std::vector<std::pair<InodeHandle, uint64_t>> prefetched, released;
+        for (const CacheCall& c : fs.cache_calls()) {
+            CHECK(c.length == fs.calls()[c.calls_before - (c.release ? 1 : 0)].length);
+            if (!c.release && c.calls_before == k)
+                prefetched.push_back({c.file, c.offset});
+            if (c.release && c.calls_before == k + 1)
+                released.push_back({c.file, c.offset});
+        }
+        std::vector<std::pair<InodeHandle, uint64_t>> want = call_ranges(call);
+        CHECK(prefetched == want);
+        std::erase_if(want, [&](const auto& r) { return r.first == cached; });
+        CHECK(released == want);
+        expected += prefetched.size() + released.size();
+    }
+    CHECK(fs.cache_calls().size() == expected);
+}
+
+} // namespace
+
+TEST_CASE("dedupe_onto: each call's ranges are read into the page cache just before it, dropped after")
+{
+    SUBCASE("16 MiB calls")
+    {
+        Copies s(2, 20 * MiB);
+        s.fs.cached_already(s.files[1]); // someone's working set: read, never dropped
+        std::vector<DedupeResult> results = s.dedupe(0, 20 * MiB);
+        REQUIRE(s.fs.calls().size() == 2);
+        check_prefetched_around_calls(s.fs, s.files[1]);
+        for (const DedupeResult& r : results)
+            CHECK(r.deduped == 20 * MiB);
+    }
+    SUBCASE("partial progress: only the targets still in the call, from where they stopped")
+    {
+        Copies s(2, 3 * MiB);
+        s.fs.limit_dedupe(s.files[0], 1 * MiB);
+        s.dedupe(0, 3 * MiB);
+        REQUIRE(s.fs.calls().size() == 3);
+        check_prefetched_around_calls(s.fs, InodeHandle{});
+        CHECK(s.fs.cache_calls()[0].file == s.src); // the source first
+    }
+}

@@ -148,11 +148,9 @@ TEST_CASE("journal: a move whose file is gone is settled, and is no error")
     CHECK(settled_in_log(journal, s.c));
     CHECK(journal.row(s.c, 0) == nullptr);
     CHECK(out.counters.dedupe_errors == 0);
-    CHECK(out.counters.references_moved == 1); // b
-    // The writable reference waited for c, which did not move: kept, not tried.
-    CHECK(journal.rows().size() == 1);
-    REQUIRE(journal.row(s.w, 0) != nullptr);
-    CHECK(journal.row(s.w, 0)->error == 0);
+    // A reference that is gone holds nothing back: the writable one moves after b.
+    CHECK(out.counters.references_moved == 2); // b and w
+    CHECK(journal.empty());
 }
 
 TEST_CASE("journal: a move whose bytes differ from the keeper's is settled")
@@ -185,11 +183,6 @@ TEST_CASE("journal: a move the kernel refuses with an error stays, with its errn
         expected = EIO;
         s.fs.fail_dedupe(s.c, EIO);
     }
-    SUBCASE("no progress at all (dedupe_onto's EINVAL)")
-    {
-        expected = EINVAL;
-        s.fs.limit_dedupe(s.c, 0);
-    }
     RecordingJournal journal;
     MoveOutcome out = ReferenceMover(s.fs, journal).execute(plan, 2);
 
@@ -201,6 +194,24 @@ TEST_CASE("journal: a move the kernel refuses with an error stays, with its errn
     CHECK(journal.row(s.c, 0)->length == kFile);
     REQUIRE(journal.row(s.w, 0) != nullptr);
     CHECK(journal.row(s.w, 0)->error == 0); // not tried: c did not move
+}
+
+TEST_CASE("journal: a move the kernel refuses for good is counted once as refused and dropped")
+{
+    SharedCopy s;
+    ExtentPlan plan = s.plan();
+    SUBCASE("no progress at all (dedupe_onto's EINVAL)") { s.fs.limit_dedupe(s.c, 0); }
+    SUBCASE("an immutable file (EPERM)") { s.fs.fail_dedupe(s.c, EPERM); }
+    RecordingJournal journal;
+    MoveOutcome out = ReferenceMover(s.fs, journal).execute(plan, 2);
+
+    CHECK(out.counters.dedupe_refused == 1);
+    CHECK(out.counters.dedupe_errors == 0); // nothing a later run could do better
+    CHECK(settled_in_log(journal, s.c));
+    CHECK(journal.row(s.c, 0) == nullptr);
+    REQUIRE(journal.row(s.w, 0) != nullptr); // waited for c: kept, not tried
+    CHECK(journal.row(s.w, 0)->error == 0);
+    CHECK(journal.rows().size() == 1);
 }
 
 // A writable reference is tried only once every read-only reference of its extent moved; when
