@@ -136,9 +136,11 @@ void ExtentPlanner::add_block_pieces(const DuplicateBlock& d, size_t index, cons
 bool ExtentPlanner::read_references(const Candidate& c, std::vector<Reference>& refs, bool& writable)
 {
     writable = false;
-    try {
-        ExtentRefs found = fs_.extent_references(c.disk_bytenr);
-        for (const ExtentRef& r : found.refs) {
+    ExtentRefs found = fs_.extent_references(c.disk_bytenr);
+    if (!found.complete)
+        return false; // more references than the kernel would list: the extent's fate is unknown
+    for (const ExtentRef& r : found.refs) {
+        try {
             Reference ref;
             if (!regular_file(r.root, r.inode, ref.file))
                 return false;
@@ -149,15 +151,13 @@ bool ExtentPlanner::read_references(const Candidate& c, std::vector<Reference>& 
             ref.writable = !read_only(r.root);
             writable = writable || ref.writable;
             refs.push_back(ref);
+        } catch (const SysError& e) {
+            // A subvolume deleted but not yet cleaned up (retention ran during the run) still
+            // shows in LOGICAL_INO while its tree no longer answers. Its references go with it,
+            // so they need no move: the extent is freed once the others move and it is cleaned.
+            if (e.err() != ENOENT && e.err() != ESTALE)
+                throw;
         }
-        if (!found.complete)
-            return false; // more references than the kernel would list: the extent's fate is unknown
-    } catch (const SysError& e) {
-        // A subvolume deleted but not yet cleaned up still shows in LOGICAL_INO while its
-        // tree no longer answers: leave this extent for a later run, go on with the others.
-        if (e.err() == ENOENT || e.err() == ESTALE)
-            return false;
-        throw;
     }
     return !refs.empty();
 }

@@ -166,15 +166,21 @@ MoveOutcome ReferenceMover::execute(const ExtentPlan& plan, size_t duplicate_cou
         else if (fate == Fate::kRetry && r.error != 0)
             ++c.dedupe_errors;
     }
+    std::vector<bool> extent_kept(plan.extents.size(), false);
     for (size_t i = 0; i < moves.size(); ++i) {
-        if (fate_of(moves[i], results[i]) != Fate::kRetry)
+        if (fate_of(moves[i], results[i]) != Fate::kRetry) {
             journal_.settle({moves[i].dst, moves[i].dst_offset});
-        else // a writable reference not tried because its extent's read-only ones did not all move
-            journal_.keep(journal_entry(moves[i], results[i].error ? results[i].error
-                                                  : extent_busy[moves[i].extent] ? EAGAIN : 0));
+            continue;
+        }
+        // A writable reference not tried because its extent's read-only ones did not all move
+        // waits with them.
+        journal_.keep(journal_entry(moves[i], results[i].error ? results[i].error
+                                              : extent_busy[moves[i].extent] ? EAGAIN : 0));
+        extent_kept[moves[i].extent] = true;
     }
 
     outcome.extent_busy = extent_busy;
+    outcome.extent_kept = extent_kept;
     outcome.moved.assign(duplicate_count, true);
     std::vector<bool> in_plan(duplicate_count, false);
     for (size_t e = 0; e < plan.extents.size(); ++e) {

@@ -14,6 +14,8 @@ namespace snapdedupe {
 struct MoveOutcome {
     std::vector<bool> moved; // per duplicate block: every extent holding it was freed
     std::vector<bool> extent_busy; // per planned extent: some reference was busy (EAGAIN)
+    std::vector<bool> extent_kept; // per planned extent: some move stays in the journal (busy,
+                                   // an error that can pass, not tried): planned again later
     DedupeCounters counters;       // busy extents are left to the caller to count
 };
 

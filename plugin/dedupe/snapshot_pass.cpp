@@ -148,18 +148,19 @@ DedupeCounters SnapshotPass::dedupe(const std::vector<DuplicateBlock>& duplicate
         MoveOutcome outcome = mover_.execute(plan, duplicates.size());
         counters.add(outcome.counters);
         moved = outcome.moved;
-        // A busy extent is planned again when it is retried: count it then, not twice.
+        // An extent with moves left in the journal (busy, an error that can pass) is planned
+        // again when the journal is finished: count it then, not twice.
         for (size_t e = 0; e < plan.extents.size(); ++e) {
-            if (!outcome.extent_busy[e])
+            if (!outcome.extent_kept[e])
                 continue;
-            ++counters.busy_deferred;
+            counters.busy_deferred += outcome.extent_busy[e] ? 1 : 0;
             --counters.extents_planned;
             counters.predicted_freed_bytes -= plan.extents[e].disk_bytes;
             counters.predicted_metadata_bytes -= plan.extents[e].metadata_cost;
         }
         for (size_t e = 0; e < plan.extents.size(); ++e)
             for (size_t b : plan.extent_blocks[e])
-                busy[b] = busy[b] || outcome.extent_busy[e];
+                busy[b] = busy[b] || outcome.extent_kept[e];
     }
     // A duplicate that stayed where it was is still a location of its bytes; not one whose
     // extent is deferred: that extent is likely freed soon, and a key the index knows for a
