@@ -46,9 +46,10 @@ status
       `path`s, else every index in /var/lib/snapdedupe. Needs root, as run does.
 diff  What changed from snapshot OLD to snapshot NEW, from a metadata-only btrfs send.
 
-exit codes: 0 ok, 1 failure during the run, 2 usage, 3 not root, 4 bad path
-            (missing, not btrfs, not a read-only snapshot), 5 index unusable,
-            6 broken send stream, 7 busy (--no-wait)
+exit codes: 0 ok, 1 failure during the run (or ranges kept for the next run), 2 usage,
+            3 not root or a capability missing, 4 bad path (missing, not btrfs, not a
+            read-only snapshot, a read-only mount), 5 index unusable (damaged, not ours,
+            another filesystem's), 6 broken send stream, 7 busy (--no-wait)
 )";
 
 // What the run and diff need beyond root: a unit's CapabilityBoundingSet or a container can
