@@ -39,10 +39,10 @@ bool fully_backed(const std::vector<FileExtent>& extents, uint64_t begin, uint64
 
 } // namespace
 
-std::vector<uint64_t> block_starts(uint64_t file_size, const std::vector<FileRange>& ranges)
+std::vector<uint64_t> block_starts(uint64_t file_size, const std::vector<ByteRange>& ranges)
 {
     std::vector<uint64_t> starts;
-    for (const FileRange& r : ranges) {
+    for (const ByteRange& r : ranges) {
         if (r.length == 0 || r.offset >= file_size)
             continue;
         uint64_t end = std::min(file_size, r.offset + r.length);
@@ -55,7 +55,7 @@ std::vector<uint64_t> block_starts(uint64_t file_size, const std::vector<FileRan
 }
 
 std::vector<DataBlock> dedupable_blocks(const LabeledFd& file, uint64_t file_size,
-                                        const std::vector<FileRange>& ranges)
+                                        const std::vector<ByteRange>& ranges)
 {
     std::vector<uint64_t> starts = block_starts(file_size, ranges);
     if (starts.empty())

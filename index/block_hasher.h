@@ -25,13 +25,13 @@ struct DataBlock {
 // Where the blocks covering `ranges` start: each range widened to kBlockSize boundaries and
 // clipped to `file_size` (empty ranges, and ranges at or past EOF, give none). Sorted, each
 // start once.
-std::vector<uint64_t> block_starts(uint64_t file_size, const std::vector<FileRange>& ranges);
+std::vector<uint64_t> block_starts(uint64_t file_size, const std::vector<ByteRange>& ranges);
 
 // The blocks that cover `ranges` (widened to kBlockSize boundaries, clipped to `file_size`)
 // and can be deduped: backed entirely by written data extents. Blocks touching a hole, an
 // inline extent (too small to share), preallocated or delayed space are left out: sharing
 // them frees nothing, or the kernel refuses.
-std::vector<DataBlock> dedupable_blocks(const LabeledFd& file, uint64_t file_size, const std::vector<FileRange>& ranges);
+std::vector<DataBlock> dedupable_blocks(const LabeledFd& file, uint64_t file_size, const std::vector<ByteRange>& ranges);
 
 // Reads the block (O_NOATIME fd) and returns the xxh3-64 of its bytes. `buffer` is reused.
 uint64_t hash_block(const LabeledFd& file, const DataBlock& block, std::vector<uint8_t>& buffer);

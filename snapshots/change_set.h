@@ -1,6 +1,7 @@
 // What a send stream says changed in a snapshot relative to its parent.
 #pragma once
 
+#include "snapshots/kernel/byte_range.h"
 #include "snapshots/send_stream.h"
 
 #include <cstdint>
@@ -12,12 +13,6 @@
 #include <vector>
 
 namespace snapdedupe {
-
-struct ByteRange {
-    uint64_t offset = 0;
-    uint64_t length = 0;
-    bool operator==(const ByteRange&) const = default;
-};
 
 // A regular file whose data changed. Ranges are sorted, merged and non-empty.
 struct FileChange {

@@ -111,7 +111,7 @@ ProbedFile open_probed(const std::string& path)
     struct stat st;
     check_sys(::fstat(f.fd.get(), &st), "stat", path);
     f.size = static_cast<uint64_t>(st.st_size);
-    f.blocks = dedupable_blocks(f.fd, f.size, {FileRange{0, f.size}});
+    f.blocks = dedupable_blocks(f.fd, f.size, {ByteRange{0, f.size}});
     f.extents = file_extents(f.fd, 0, f.size);
     for (const DataBlock& b : f.blocks) {
         std::optional<std::vector<DiskRange>> pieces = disk_pieces(f.extents, b.file_offset, b.file_offset + b.length);

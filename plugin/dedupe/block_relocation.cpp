@@ -17,7 +17,7 @@ namespace {
 std::vector<bool> maps_blocks(FilesystemQueries& fs, const InodeHandle& handle, const std::vector<IndexedBlock>& blocks)
 {
     std::vector<bool> maps(blocks.size(), false);
-    std::vector<FileRange> ranges;
+    std::vector<ByteRange> ranges;
     for (const IndexedBlock& b : blocks)
         ranges.push_back({b.where.file_offset, b.length});
     std::optional<std::vector<DataBlock>> mapped = fs.dedupable_blocks(handle, ranges);

@@ -62,7 +62,7 @@ public:
     // The dedupable blocks of `file` that cover `ranges`, keyed as the run keys them
     // (dedupable_blocks in index/block_hasher.h); nothing if the file does not open.
     virtual std::optional<std::vector<DataBlock>> dedupable_blocks(const InodeHandle& file,
-                                                                    const std::vector<FileRange>& ranges) = 0;
+                                                                    const std::vector<ByteRange>& ranges) = 0;
     // One dedupe call, the only question that changes the filesystem: shares
     // [src_offset, src_offset + length) of `src_fd` into each target at its offset, where the
     // bytes are equal. One result per target, in order; a call the kernel refuses as a whole

@@ -77,7 +77,7 @@ OpenResult KernelQueries::open_file(const InodeHandle& file)
 }
 
 std::optional<std::vector<DataBlock>> KernelQueries::dedupable_blocks(const InodeHandle& file,
-                                                                       const std::vector<FileRange>& ranges)
+                                                                       const std::vector<ByteRange>& ranges)
 {
     OpenResult opened = open_by_handle(fs_, file);
     if (!opened)

@@ -32,7 +32,7 @@ public:
     bool subvolume_exists(uint64_t root, const std::string& uuid) override;
     OpenResult open_file(const InodeHandle& file) override;
     std::optional<std::vector<DataBlock>> dedupable_blocks(const InodeHandle& file,
-                                                            const std::vector<FileRange>& ranges) override;
+                                                            const std::vector<ByteRange>& ranges) override;
     // FIDEDUPERANGE itself lives with the engine (deduper.h: fideduperange_call).
     std::vector<DedupeCallResult> dedupe_call(int src_fd, uint64_t src_offset, uint64_t length,
                                               const std::vector<DedupeTarget>& targets) override;

@@ -34,15 +34,6 @@ OpenResult open_in_snapshot(const LabeledFd& snapshot, const std::string& path, 
     return open_by_handle(snapshot, handle);
 }
 
-std::vector<FileRange> to_file_ranges(const std::vector<ByteRange>& ranges)
-{
-    std::vector<FileRange> out;
-    out.reserve(ranges.size());
-    for (const ByteRange& r : ranges)
-        out.push_back({r.offset, r.length});
-    return out;
-}
-
 } // namespace
 
 // About 1 GiB of duplicate blocks (at kBlockSize): the batch's plan stays small in memory.
@@ -113,7 +104,7 @@ void SnapshotPass::scan_file(const LabeledFd& snapshot, const FileChange& change
     struct stat st;
     check_sys(::fstat(file.get(), &st), "stat", name);
     for (const DataBlock& block :
-         dedupable_blocks(file, static_cast<uint64_t>(st.st_size), to_file_ranges(change.ranges))) {
+         dedupable_blocks(file, static_cast<uint64_t>(st.st_size), change.ranges)) {
         // Known location: these bytes are shared with something already indexed.
         if (index_.knows_block(block.key) || pending_.count({block.key.extent, block.key.extent_offset}))
             continue;

@@ -1,6 +1,7 @@
 // FIEMAP: which disk extents back a file's byte ranges.
 #pragma once
 
+#include "snapshots/kernel/byte_range.h"
 #include "snapshots/kernel/labeled_fd.h"
 
 #include <cstdint>
@@ -8,11 +9,6 @@
 #include <vector>
 
 namespace snapdedupe {
-
-struct FileRange {
-    uint64_t offset = 0;
-    uint64_t length = 0;
-};
 
 struct FileExtent {
     uint64_t logical = 0;  // file offset

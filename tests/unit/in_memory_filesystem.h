@@ -214,13 +214,13 @@ public:
         return {std::move(fd), 0};
     }
     std::optional<std::vector<DataBlock>> dedupable_blocks(const InodeHandle& file,
-                                                            const std::vector<FileRange>& ranges) override
+                                                            const std::vector<ByteRange>& ranges) override
     {
         if (open_error(file))
             return std::nullopt;
         const uint64_t size = inode(file).size;
         std::set<uint64_t> starts; // each range widened to kBlockSize boundaries, clipped to EOF
-        for (const FileRange& r : ranges) {
+        for (const ByteRange& r : ranges) {
             const uint64_t end = std::min(size, r.offset + r.length);
             for (uint64_t b = r.offset / kBlockSize * kBlockSize; b < end; b += kBlockSize)
                 starts.insert(b);

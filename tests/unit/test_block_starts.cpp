@@ -10,7 +10,7 @@ namespace {
 using Starts = std::vector<uint64_t>;
 constexpr uint64_t kBlock = kBlockSize; // one block, to keep the cases short
 
-Starts starts(uint64_t file_size, std::vector<FileRange> ranges)
+Starts starts(uint64_t file_size, std::vector<ByteRange> ranges)
 {
     return block_starts(file_size, ranges);
 }
@@ -41,7 +41,7 @@ TEST_CASE("block_starts: clipped to the file's size")
 
 TEST_CASE("block_starts: overlapping and unordered ranges merge, sorted")
 {
-    std::vector<FileRange> ranges = {{3 * kBlock, 10}, {0, 100}, {50, 100}, {3 * kBlock + 10, 1}, {kBlock / 2, kBlock}};
+    std::vector<ByteRange> ranges = {{3 * kBlock, 10}, {0, 100}, {50, 100}, {3 * kBlock + 10, 1}, {kBlock / 2, kBlock}};
     CHECK(starts(10 * kBlock, ranges) == Starts{0, kBlock, 3 * kBlock});
 }
 
