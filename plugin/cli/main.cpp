@@ -79,6 +79,30 @@ po::variables_map parse(const std::vector<std::string>& args, const po::options_
     return vm;
 }
 
+// What a command works on: the PATHs and the index, from the command line over the config
+// file, option by option (any PATH replaces every `path`; --db replaces `db`).
+struct Sources {
+    std::string config_path;
+    snapdedupe::ConfigFile config;
+    std::vector<std::string> paths;
+    std::optional<std::string> db_path;
+};
+
+Sources sources_of(const po::variables_map& vm)
+{
+    Sources s;
+    s.config_path = vm.count("config") ? vm["config"].as<std::string>() : snapdedupe::kDefaultConfigPath;
+    s.config = snapdedupe::read_config(s.config_path, vm.count("config") > 0);
+    s.paths = vm.count("path") ? vm["path"].as<std::vector<std::string>>() : s.config.paths;
+    if (vm.count("db"))
+        s.db_path = vm["db"].as<std::string>();
+    else if (s.config.db)
+        s.db_path = *s.config.db;
+    if (s.db_path && s.db_path->empty())
+        throw snapdedupe::UsageError("--db (or db = in " + s.config_path + ") names no file");
+    return s;
+}
+
 // Many snapshots reference one extent; their files are open at once while it moves.
 void raise_fd_limit()
 {
@@ -118,15 +142,12 @@ int run_main(const std::vector<std::string>& args)
         return static_cast<int>(ExitCode::kOk);
     }
 
-    // The command line overrides the config file, option by option.
-    std::string config_path = vm.count("config") ? vm["config"].as<std::string>() : snapdedupe::kDefaultConfigPath;
-    snapdedupe::ConfigFile config = snapdedupe::read_config(config_path, vm.count("config") > 0);
+    Sources sources = sources_of(vm);
+    const snapdedupe::ConfigFile& config = sources.config;
+    const std::string& config_path = sources.config_path;
     snapdedupe::RunOptions options;
-    options.paths = vm.count("path") ? vm["path"].as<std::vector<std::string>>() : config.paths;
-    if (vm.count("db"))
-        options.db_path = vm["db"].as<std::string>();
-    else if (config.db)
-        options.db_path = *config.db;
+    options.paths = sources.paths;
+    options.db_path = sources.db_path;
     options.dry_run = vm.count("dry-run") > 0;
     options.readonly_only = vm.count("readonly-only") > 0 || config.readonly_only.value_or(false);
     options.no_wait = vm.count("no-wait") > 0;
@@ -136,8 +157,6 @@ int run_main(const std::vector<std::string>& args)
         options.seams.kill_after_dedupe_calls = vm["test-kill-after-dedupe-calls"].as<uint64_t>();
     options.seams.no_prefetch = vm.count("test-no-prefetch") > 0;
     bool queue = vm.count("queue") > 0;
-    if (options.db_path && options.db_path->empty())
-        return fail(ExitCode::kUsage, "--db (or db = in " + config_path + ") names no file");
     if (options.paths.empty() && !queue)
         return fail(ExitCode::kUsage, "run needs at least one PATH, a path in " + config_path + ", or --queue (see --help)");
     if (::geteuid() != 0)
@@ -192,16 +211,10 @@ int status_main(const std::vector<std::string>& args)
     }
 
     // The paths and the index as `run` takes them.
-    std::string config_path = vm.count("config") ? vm["config"].as<std::string>() : snapdedupe::kDefaultConfigPath;
-    snapdedupe::ConfigFile config = snapdedupe::read_config(config_path, vm.count("config") > 0);
+    Sources sources = sources_of(vm);
     snapdedupe::StatusOptions options;
-    options.paths = vm.count("path") ? vm["path"].as<std::vector<std::string>>() : config.paths;
-    if (vm.count("db"))
-        options.db_path = vm["db"].as<std::string>();
-    else if (config.db)
-        options.db_path = *config.db;
-    if (options.db_path && options.db_path->empty())
-        return fail(ExitCode::kUsage, "--db (or db = in " + config_path + ") names no file");
+    options.paths = sources.paths;
+    options.db_path = sources.db_path;
     // The indexes are root's (/var/lib/snapdedupe is 0700), and finding snapshots reads their
     // subvolume info with a tree search.
     if (::geteuid() != 0)

@@ -1,4 +1,5 @@
 // /etc/snapdedupe.conf (plugin/cli/config_file.h), read from files in a temporary directory.
+#include "temp_dir.h"
 #include "plugin/cli/config_file.h"
 
 #include "plugin/run.h" // UsageError
@@ -12,33 +13,11 @@
 
 using namespace snapdedupe;
 
+using snapdedupe::testing::file_bytes;
+using snapdedupe::testing::TempDir;
+
 namespace {
 
-// A private directory, removed with everything in it when the test ends.
-class TempDir {
-public:
-    TempDir()
-    {
-        std::string pattern = (std::filesystem::temp_directory_path() / "snapdedupe-test-XXXXXX").string();
-        REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-        path_ = pattern;
-    }
-    ~TempDir() { std::filesystem::remove_all(path_); }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-
-    // Writes `text` to a file in the directory; returns its path.
-    std::string write(const std::string& name, const std::string& text) const
-    {
-        std::string file = (path_ / name).string();
-        std::ofstream(file) << text;
-        return file;
-    }
-    std::string path(const std::string& name) const { return (path_ / name).string(); }
-
-private:
-    std::filesystem::path path_;
-};
 
 // The message of the UsageError reading `text` throws; fails the test if none is thrown.
 std::string usage_error(const std::string& text)

@@ -2,6 +2,7 @@
 // the first dedupe call and takes out only what settled; IndexJournal makes the record
 // durable at once, on a real index file; an index from before the journal is upgraded in
 // place, and a dry run reads it without writing.
+#include "temp_dir.h"
 #include "engine_fixtures.h"
 #include "index/index_file.h"
 #include "plugin/dedupe/move_journal.h"
@@ -34,29 +35,7 @@ bool settled_in_log(const RecordingJournal& journal, const InodeHandle& file)
     return false;
 }
 
-// A private directory, removed with everything in it when the test ends.
-class TempDir {
-public:
-    TempDir()
-    {
-        std::string pattern = (std::filesystem::temp_directory_path() / "snapdedupe-test-XXXXXX").string();
-        REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-        path_ = pattern;
-    }
-    ~TempDir() { std::filesystem::remove_all(path_); }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    std::string path(const std::string& name) const { return (path_ / name).string(); }
 
-private:
-    std::filesystem::path path_;
-};
-
-std::string bytes_of(const std::string& path)
-{
-    std::ifstream in(path, std::ios::binary);
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 // The move of the reference (root, inode 300, offset 0) onto a keeper in snapshot 256.
 DeferredMove move_in(uint64_t root)
@@ -323,7 +302,7 @@ TEST_CASE("journal: a dry run opens an index from before the journal without wri
 {
     TempDir dir;
     const std::string path = make_old_index(dir);
-    const std::string before = bytes_of(path);
+    const std::string before = file_bytes(path);
     REQUIRE_FALSE(before.empty());
     {
         std::unique_ptr<Database> db;
@@ -332,6 +311,6 @@ TEST_CASE("journal: a dry run opens an index from before the journal without wri
         CHECK(db->scalar("SELECT count(*) FROM blocks") == 0);
         CHECK(db->scalar("SELECT count(*) FROM sqlite_master WHERE name = 'filesystem'") == 0);
     }
-    CHECK(bytes_of(path) == before);
+    CHECK(file_bytes(path) == before);
     CHECK_FALSE(std::filesystem::exists(path + "-wal")); // nothing waiting to be written either
 }

@@ -1,6 +1,7 @@
 // `snapdedupe status` below the command line: the history of runs (index/run_history.h) and
 // who appends to it (plugin/upkeep/run_recorder.h), the read-only open of the index
 // (index/index_file.h), and the status printers (plugin/status_report.h).
+#include "temp_dir.h"
 #include "index/index_file.h"
 #include "index/run_history.h"
 #include "plugin/cli/json_quote.h"
@@ -21,31 +22,12 @@
 
 using namespace snapdedupe;
 
+using snapdedupe::testing::file_bytes;
+using snapdedupe::testing::TempDir;
+
 namespace {
 
-// A private directory, removed with everything in it when the test ends.
-class TempDir {
-public:
-    TempDir()
-    {
-        std::string pattern = (std::filesystem::temp_directory_path() / "snapdedupe-status-XXXXXX").string();
-        REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-        path_ = pattern;
-    }
-    ~TempDir() { std::filesystem::remove_all(path_); }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    std::string path(const std::string& name) const { return (path_ / name).string(); }
 
-private:
-    std::filesystem::path path_;
-};
-
-std::string contents(const std::string& file)
-{
-    std::ifstream in(file, std::ios::binary);
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 bool has_side_files(const std::string& file)
 {
@@ -115,13 +97,13 @@ TEST_CASE("read_index_readonly: no index yet is no error, and nothing is created
         append_run(*db, r);
     }
     REQUIRE_FALSE(has_side_files(path)); // the last connection checkpointed and removed them
-    std::string before = contents(path);
+    std::string before = file_bytes(path);
     CHECK(read_history(path, "fs-a", runs));
     REQUIRE(runs.size() == 1);
     CHECK(runs[0].snapshots == 3);
     CHECK(read_history(path, std::nullopt, runs)); // no filesystem at hand: any uuid
     CHECK_THROWS_AS(read_history(path, "fs-b", runs), IndexError);
-    CHECK(contents(path) == before);
+    CHECK(file_bytes(path) == before);
     CHECK_FALSE(has_side_files(path));
 }
 
