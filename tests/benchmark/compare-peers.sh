@@ -153,7 +153,7 @@ space() { # mountpoint: "data_used metadata_used metadata_copies" (bytes), after
     btrfs filesystem df -b "$1" | awk '
         /^Data,/     { split($0, a, "used="); d = a[2] + 0 }
         /^Metadata,/ { split($0, a, "used="); m = a[2] + 0; c = ($2 ~ /DUP|RAID1|RAID10/) ? 2 : 1 }
-        END { print d, m, c }'
+        END { printf "%.0f %.0f %d\n", d, m, c }'
 }
 manifest() { # directory [entry...]: every file's b2sum, in a stable order
     local dir=$1
@@ -213,7 +213,7 @@ build_series() {
     python3 "$tmp/churn.py" "$src/hostB" 1 $days "$host_mib"
     send_day $days "$tmp/day$days"
     manifest "$tgt/backup" >"$tmp/manifest.full"
-    series_logical=$(find "$tgt/backup" -type f -printf '%s\n' | awk '{ t += $1 } END { print t }')
+    series_logical=$(find "$tgt/backup" -type f -printf '%s\n' | awk '{ t += $1 } END { printf "%.0f\n", t }')
     read -r series_data _ < <(space "$tgt")
     { cat "$tmp/manifest.full"; manifest "$src/snaps" "./$(snap_name hostA $days)" "./$(snap_name hostB $days)"; } |
         LC_ALL=C sort >"$tmp/manifest.nightly"
@@ -284,6 +284,7 @@ run_bees() { # mountpoint phase: until idle; "wall" is the time until it was idl
 }
 run_tool() { # tool [full-only]: both phases on a fresh copy of the target
     local tool=$1 mnt=$tmp/work.mnt
+    cleanup # never copy over an image that is still mounted
     cp --sparse=always "$tmp/target.img" "$tmp/work.img"
     attach "$tmp/work.img" "$mnt" --direct-io=on
     rm -rf "$tmp/index.sqlite" "$tmp/hashfile" "$tmp/beeshome"

@@ -21,6 +21,14 @@ with `dpkg -i` inside (`systemd-analyze verify` of its units there: clean). Chec
   read-only /, /usr, /etc, /home, /sys and /sys/fs/cgroup, writable index and snapshot
   directories, /proc with only processes (subset=pid, hidepid=invisible), a private /tmp and
   /var/tmp, a private /dev, a network namespace of its own with only `lo`.
+* A drop-in `SystemCallFilter=~open_by_handle_at` with `SystemCallErrorNumber=EPERM` (on top
+  of the unit's own filter, with a ReadWritePaths drop-in of its own): on a new snapshot with
+  duplicates, `systemctl start` leaves the unit failed (exit 1), and the run's journal has one
+  line, naming the new snapshot, that blames a seccomp filter (SystemCallFilter=) for blocking
+  open_by_handle_at, not CAP_DAC_READ_SEARCH; nothing is freed. With the drop-in gone,
+  daemon-reload and reset-failed, the next start succeeds and frees the duplicates. Its
+  drop-ins are removed whatever happens; like the other steps that add snapshots to the
+  series, it expects the series' earlier snapshots to be processed already (the first step).
 * snapper (in the container, with the installed plugin) on /home: each snapshot's plugin call
   (`systemctl start --no-block`) starts the service, which drains the queue and frees the known
   duplicates, through the unit's default ReadWritePaths (/home/.snapshots).
@@ -142,6 +150,7 @@ class SystemdTest:
             r.section("dpkg -i")
             self.install(r, deb)
             steps = [("refused, then fixed with ReadWritePaths (hardening checked)", self.refused_then_fixed),
+                     ("SystemCallFilter= blocks open_by_handle_at: the run says so", self.seccomp_blocks_handles),
                      ("the snapper plugin starts the service", self.snapper_plugin),
                      ("the timer starts the service", self.timer),
                      ("snapdedupe-btrbk.service", self.btrbk_service),
@@ -399,6 +408,60 @@ class SystemdTest:
         netns = self.container.out("readlink", f"/proc/{pid}/ns/net", "/proc/1/ns/net").split()
         r.check("a network namespace of its own (PrivateNetwork), with only lo",
                 ifaces == ["lo"] and len(netns) == 2 and netns[0] != netns[1], f"{ifaces} {netns}")
+
+    def seccomp_blocks_handles(self, r):
+        """A unit's SystemCallFilter= that takes open_by_handle_at away (EPERM, as the unit's
+        SystemCallErrorNumber= says) while CAP_DAC_READ_SEARCH is still there: the run fails
+        with one line naming seccomp and open_by_handle_at, not the capability."""
+        b = self.series
+        known = b.known_dup_bytes
+        b.copy_noreflink("b.bin", "b3.bin")
+        snap = os.path.basename(b.snapshot())
+        dup = b.known_dup_bytes - known
+        before = self.data_used()
+        # Its own ReadWritePaths drop-in (the same as the first step's): this step does not
+        # need that one, and leaves the unit's drop-ins as it found them.
+        self.container.write(f"/etc/systemd/system/{SERVICE}.d/test-seccomp-backup.conf",
+                             f"[Service]\nReadWritePaths={BACKUP}\n")
+        try:
+            self.drop_in(SERVICE, "test-seccomp",
+                         "[Service]\nSystemCallFilter=~open_by_handle_at\nSystemCallErrorNumber=EPERM\n")
+            try:
+                p = self.sh("systemctl", "start", SERVICE, check=False)
+                st = self.unit_state(SERVICE)
+                r.check("SystemCallFilter=~open_by_handle_at: systemctl start fails, the unit is failed with exit 1",
+                        p.returncode != 0 and st["ActiveState"] == "failed" and st["Result"] == "exit-code"
+                        and st["ExecMainStatus"] == "1", f"{st} {p.stderr.strip()}")
+                log = self.journal(SERVICE, st["InvocationID"], want="seccomp")
+                print("  journal: " + log.strip().replace("\n", "\n  journal: "), flush=True)
+                lines = [l for l in log.splitlines() if "seccomp" in l]
+                line = lines[0] if lines else ""
+                r.check("its journal has one line naming a seccomp filter (SystemCallFilter=) that blocks "
+                        "open_by_handle_at", len(lines) == 1 and "open_by_handle_at" in line
+                        and "SystemCallFilter=" in line, log[-800:])
+                r.check(f"that line names the file of the new snapshot {snap} it could not open",
+                        f"/{snap}/" in line, line)
+                blame = re.findall(r"(?:needs|lacks|without|missing)\s+CAP_DAC_READ_SEARCH|does not have"
+                                   r"|capability missing|[Nn]ot root", log)
+                r.check("and does not blame the capability (it has CAP_DAC_READ_SEARCH)", blame == [],
+                        f"{blame}: {log[-800:]}")
+                r.check("nothing was freed", self.data_used() == before, f"{before} -> {self.data_used()}")
+            finally:
+                self.remove_drop_in(SERVICE, "test-seccomp")
+                self.sh("systemctl", "reset-failed", SERVICE, check=False)
+            st = self.unit_state(SERVICE)
+            r.check("without the drop-in, after daemon-reload and reset-failed: no unit is failed",
+                    st["ActiveState"] == "inactive" and self.failed_units() == "", f"{st} {self.failed_units()}")
+            p = self.sh("systemctl", "start", SERVICE, check=False)
+            st = self.unit_state(SERVICE)
+            r.check("the next systemctl start succeeds",
+                    p.returncode == 0 and st["Result"] == "success" and st["ExecMainStatus"] == "0",
+                    f"{st} {p.stderr.strip()}")
+            log = self.journal(SERVICE, st["InvocationID"], want="snapshots processed")
+            r.check(f"that run processed {snap}", snap in log, log[-500:])
+            self.check_freed(r, "the run after the filter is gone", before, dup, invocation=st["InvocationID"])
+        finally:
+            self.remove_drop_in(SERVICE, "test-seccomp-backup")
 
     def snapper_plugin(self, r):
         rng = self.series.rng
