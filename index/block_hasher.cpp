@@ -112,16 +112,7 @@ std::vector<DataBlock> dedupable_blocks(const LabeledFd& file, uint64_t file_siz
 uint64_t hash_block(const LabeledFd& file, const DataBlock& block, std::vector<uint8_t>& buffer)
 {
     buffer.resize(block.length);
-    size_t done = 0;
-    while (done < block.length) {
-        ssize_t n = ::pread(file.get(), buffer.data() + done, block.length - done, static_cast<off_t>(block.file_offset + done));
-        if (n < 0 && errno == EINTR)
-            continue;
-        check_sys(n, "reading", file.label());
-        if (n == 0)
-            throw SysError("reading", file.label() + " (shorter than its extent map)", EIO);
-        done += static_cast<size_t>(n);
-    }
+    read_exactly(file, block.file_offset, buffer.data(), block.length);
     return XXH3_64bits(buffer.data(), block.length);
 }
 

@@ -237,17 +237,8 @@ Fingerprint fingerprint_from_file(const LabeledFd& file, const ChecksumInfo& inf
                                   std::vector<uint8_t>& buffer, uint64_t& bytes_read)
 {
     buffer.resize(length);
-    size_t done = 0;
-    while (done < length) {
-        ssize_t n = ::pread(file.get(), buffer.data() + done, length - done, static_cast<off_t>(offset + done));
-        if (n < 0 && errno == EINTR)
-            continue;
-        check_sys(n, "reading", file.label());
-        if (n == 0)
-            throw SysError("reading", file.label() + " (it ends before the block does)", EIO);
-        done += static_cast<size_t>(n);
-        bytes_read += static_cast<uint64_t>(n);
-    }
+    read_exactly(file, offset, buffer.data(), length);
+    bytes_read += length;
     return fingerprint_of_data(info, std::span<const uint8_t>(buffer.data(), length));
 }
 

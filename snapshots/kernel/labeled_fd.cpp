@@ -3,6 +3,7 @@
 #include "snapshots/kernel/error.h"
 
 #include <fcntl.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -24,6 +25,20 @@ LabeledFd open_directory_at(const LabeledFd& dir, const std::string& name)
 {
     UniqueFd fd(::openat(dir.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     return {std::move(fd), join_path(dir.label(), name)};
+}
+
+void read_exactly(const LabeledFd& file, uint64_t offset, uint8_t* out, size_t length)
+{
+    size_t done = 0;
+    while (done < length) {
+        ssize_t n = ::pread(file.get(), out + done, length - done, static_cast<off_t>(offset + done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        check_sys(n, "reading", file.label());
+        if (n == 0)
+            throw SysError("reading", file.label() + " (it ends before the range read)", EIO);
+        done += static_cast<size_t>(n);
+    }
 }
 
 std::string join_path(const std::string& dir, const std::string& name)

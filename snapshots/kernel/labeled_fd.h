@@ -4,6 +4,8 @@
 
 #include "snapshots/kernel/unique_fd.h"
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <utility>
 
@@ -30,6 +32,10 @@ LabeledFd open_directory(const std::string& path);
 // The directory `name` inside `dir`, never through a symlink (O_NOFOLLOW), labeled
 // "<dir>/<name>"; invalid when there is none.
 LabeledFd open_directory_at(const LabeledFd& dir, const std::string& name);
+
+// Reads exactly `length` bytes of `file` at `offset` into `out` (retrying short reads and
+// EINTR). Throws SysError, with EIO when the file ends first.
+void read_exactly(const LabeledFd& file, uint64_t offset, uint8_t* out, size_t length);
 
 // "<dir>/<name>", with one slash.
 std::string join_path(const std::string& dir, const std::string& name);

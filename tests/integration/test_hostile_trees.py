@@ -38,7 +38,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from snaptest import (GiB, KiB, MiB, SeriesBuilder, compare_manifests, df, fs_uuid,  # noqa: E402
+from snaptest import (GiB, KiB, MiB, SeriesBuilder, compare_manifests, df, fs_uuid, make_deep_tree,  # noqa: E402
                       is_readonly, main, proc_mounts, remove_lock_files, run_tool, sh, subvol_create, subvol_ids,
                       validate_run_json)
 
@@ -329,24 +329,6 @@ def part_foreign_mount(r, ws, binary):
 # ---------------------------------------------------------------------------
 
 
-def make_deep_tree(top):
-    """DEEP_LEVELS nested directories of DEEP_NAME and a file at the bottom; returns the full
-    path length of the file."""
-    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for _ in range(DEEP_LEVELS):
-            os.mkdir(DEEP_NAME, dir_fd=fd)
-            sub = os.open(DEEP_NAME, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = sub
-        f = os.open("deep.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
-        os.write(f, b"at the bottom\n")
-        os.close(f)
-    finally:
-        os.close(fd)
-    return DEEP_LEVELS * (len(DEEP_NAME) + 1) + len("deep.txt")
-
-
 def send_err(*args):
     p = sh("btrfs", "send", "--no-data", "-q", "-f", "/dev/null", *args, check=False)
     return p.returncode, p.stderr.decode(errors="replace").strip()
@@ -361,7 +343,7 @@ def part_long_path(r, ws, binary):
     b.write_new("x.bin", x_size)
     b.write_new("notes.txt", 5 * KiB)
     s1 = b.snapshot()
-    depth = make_deep_tree(b.live)
+    depth = make_deep_tree(b.live, DEEP_LEVELS, DEEP_NAME)
     b.write_new("y.bin", y_size)                 # new in the unsendable snapshot
     s2 = b.snapshot()
     sh("rm", "-rf", "--one-file-system", b.p(DEEP_NAME))

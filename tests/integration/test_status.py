@@ -38,7 +38,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from snaptest import (GiB, KiB, MiB, SeriesBuilder, fs_uuid, main, remove_lock_files, run_tool,  # noqa: E402
+from snaptest import (GiB, KiB, MiB, SeriesBuilder, fs_uuid, main, make_deep_tree, remove_lock_files, run_tool,  # noqa: E402
                       run_with_seam, subvol_create, subvol_delete, subvol_ids, subvol_snapshot, validate_run_json)
 
 PROG = "test_status.py"
@@ -67,22 +67,6 @@ def read_journal(db):
         return con.execute("SELECT error, length FROM deferred").fetchall()
     finally:
         con.close()
-
-
-def make_deep_tree(top):
-    """DEEP_LEVELS nested directories of DEEP_NAME with a file at the bottom."""
-    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for _ in range(DEEP_LEVELS):
-            os.mkdir(DEEP_NAME, dir_fd=fd)
-            sub = os.open(DEEP_NAME, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = sub
-        f = os.open("deep.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
-        os.write(f, b"at the bottom\n")
-        os.close(f)
-    finally:
-        os.close(fd)
 
 
 class Fixture:
@@ -161,7 +145,7 @@ def part_two_runs(r, fx):
     d = fx.fs.path("d")
     subvol_create(d)
     fx.live_uuid["d"] = subvol_ids(d)["UUID"]
-    make_deep_tree(d)
+    make_deep_tree(d, DEEP_LEVELS, DEEP_NAME)
     fx.d1 = os.path.join(fx.snaps, "d.1")
     subvol_snapshot(d, fx.d1, readonly=True)
     subvol_delete(s.snapshots[0], fx.fs.mnt)

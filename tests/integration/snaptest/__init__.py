@@ -21,7 +21,7 @@ only one test uses (dedupe_series.py, send_oracle.py, snapper_flow.py) build on 
 """
 
 from .files import (SeriesBuilder, check_integrity, compare_manifests, data_bytes, file_count,
-                    identical_rewrite, manifest, manifest_all, merge_ranges, regular_files, sha256_file,
+                    identical_rewrite, make_deep_tree, manifest, manifest_all, merge_ranges, regular_files, sha256_file,
                     write_random)
 from .frame import Results, main, parse_args, require_root, run_parts, run_test
 from .loopfs import (COPIES, GiB, KiB, LoopBtrfs, MiB, TerminatedBySignal, Workspace, df, fs_uuid,
@@ -34,7 +34,7 @@ from .run import (REPO, ToolResult, dedupe_counter_names, is_int, run_tool, run_
 __all__ = [
     # files.py
     "SeriesBuilder", "check_integrity", "compare_manifests", "data_bytes", "file_count", "identical_rewrite",
-    "manifest", "manifest_all", "merge_ranges", "regular_files", "sha256_file", "write_random",
+    "make_deep_tree", "manifest", "manifest_all", "merge_ranges", "regular_files", "sha256_file", "write_random",
     # frame.py
     "Results", "main", "parse_args", "require_root", "run_parts", "run_test",
     # loopfs.py

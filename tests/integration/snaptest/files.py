@@ -222,3 +222,22 @@ def merge_ranges(ranges):
         else:
             out.append([s, e])
     return [[s, e - s] for s, e in out]
+
+
+def make_deep_tree(top, levels, name):
+    """`levels` nested directories called `name` under `top`, and a file deep.txt at the bottom,
+    made through directory fds (the full path may be longer than PATH_MAX, which send refuses).
+    Returns the length of the file's path below `top`."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(levels):
+            os.mkdir(name, dir_fd=fd)
+            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        f = os.open("deep.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(f, b"at the bottom\n")
+        os.close(f)
+    finally:
+        os.close(fd)
+    return levels * (len(name) + 1) + len("deep.txt")
