@@ -7,7 +7,7 @@ namespace {
 
 // The columns every query that returns whole blocks selects, in the order block_row reads.
 const char* const kBlockColumns =
-    "id, extent, extent_offset, length, hash, root_id, inode, inode_gen, file_offset, extent_gen";
+    "id, extent, extent_offset, length, fingerprint, root_id, inode, inode_gen, file_offset, extent_gen, nodatasum";
 
 IndexedBlock block_row(const Statement& st)
 {
@@ -16,8 +16,9 @@ IndexedBlock block_row(const Statement& st)
     b.id = st.int64(0);
     b.key = {u(1), u(2), u(9)};
     b.length = u(3);
-    b.hash = u(4);
+    b.fingerprint = u(4);
     b.where = {{u(5), u(6), u(7)}, u(8)};
+    b.nodatasum = st.int64(10) != 0;
     return b;
 }
 
@@ -28,10 +29,10 @@ BlockIndex::BlockIndex(Database& db)
       knows_snapshot_(db.prepare("SELECT 1 FROM snapshots WHERE uuid = ?1")),
       knows_block_(db.prepare("SELECT id, extent_gen FROM blocks WHERE extent = ?1 AND extent_offset = ?2")),
       find_copies_(db.prepare(std::string("SELECT ") + kBlockColumns + " "
-                              "FROM blocks WHERE hash = ?1 AND length = ?2 AND NOT (extent = ?3 AND extent_offset = ?4) "
-                              "ORDER BY id LIMIT ?5")),
-      add_block_(db.prepare("INSERT OR REPLACE INTO blocks (extent, extent_offset, length, hash, root_id, inode, "
-                            "inode_gen, file_offset, extent_gen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")),
+                              "FROM blocks WHERE fingerprint = ?1 AND length = ?2 AND nodatasum = ?6 "
+                              "AND NOT (extent = ?3 AND extent_offset = ?4) ORDER BY id LIMIT ?5")),
+      add_block_(db.prepare("INSERT OR REPLACE INTO blocks (extent, extent_offset, length, fingerprint, root_id, inode, "
+                            "inode_gen, file_offset, extent_gen, nodatasum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")),
       forget_block_(db.prepare("DELETE FROM blocks WHERE id = ?1"))
 {
 }
@@ -59,20 +60,22 @@ bool BlockIndex::knows_block(const BlockKey& key)
     return same;
 }
 
-std::vector<IndexedBlock> BlockIndex::find_copies(uint64_t hash, uint64_t length, const BlockKey& key, int limit)
+std::vector<IndexedBlock> BlockIndex::find_copies(const BlockContent& content, const BlockKey& key, int limit)
 {
     find_copies_.reset();
-    find_copies_.bind(1, hash).bind(2, length).bind(3, key.extent).bind(4, key.extent_offset).bind(5, int64_t{limit});
+    find_copies_.bind(1, content.fingerprint).bind(2, content.length).bind(3, key.extent).bind(4, key.extent_offset);
+    find_copies_.bind(5, int64_t{limit}).bind(6, int64_t{content.nodatasum});
     std::vector<IndexedBlock> out;
     while (find_copies_.step())
         out.push_back(block_row(find_copies_));
     return out;
 }
 
-void BlockIndex::add_block(const BlockKey& key, uint64_t length, uint64_t hash, const BlockLocation& where)
+void BlockIndex::add_block(const BlockKey& key, const BlockContent& content, const BlockLocation& where)
 {
     add_block_.reset();
-    add_block_.bind(1, key.extent).bind(2, key.extent_offset).bind(3, length).bind(4, hash);
+    add_block_.bind(1, key.extent).bind(2, key.extent_offset).bind(3, content.length).bind(4, content.fingerprint);
+    add_block_.bind(10, int64_t{content.nodatasum});
     add_block_.bind(5, where.file.root).bind(6, where.file.inode).bind(7, where.file.generation);
     add_block_.bind(8, where.file_offset);
     add_block_.bind(9, key.generation);

@@ -3,7 +3,8 @@
 // A block is a file-offset-aligned run of up to kBlockSize bytes that lies in one physical
 // extent. Its key is where its bytes live on disk, so a block that is already shared (a
 // reflink, an unchanged file in the next snapshot) has a key the index knows and is never
-// read again. Its hash finds the same bytes elsewhere; its location says where to open them.
+// read again. Its fingerprint finds the same bytes elsewhere; its location says where to open
+// them.
 #pragma once
 
 #include "index/sqlite_db.h"
@@ -41,12 +42,24 @@ struct BlockLocation {
     uint64_t file_offset = 0;
 };
 
+// What finds a block's copies: its fingerprint (index/fingerprint.h) and length, and its
+// kind: the kernel refuses to share between a nodatasum file and a checksummed one (EINVAL),
+// so the two kinds are never offered to each other.
+struct BlockContent {
+    uint64_t fingerprint = 0;
+    uint64_t length = 0;
+    bool nodatasum = false;
+};
+
 struct IndexedBlock {
     int64_t id = 0; // insertion order: the oldest copy of some bytes is the keeper
     BlockKey key;
     uint64_t length = 0;
-    uint64_t hash = 0;
+    uint64_t fingerprint = 0;
+    bool nodatasum = false;
     BlockLocation where;
+
+    BlockContent content() const { return {fingerprint, length, nodatasum}; }
 };
 
 struct ProcessedSnapshot {
@@ -80,9 +93,9 @@ public:
     // True if a block with this key (generation included) is indexed; a row at the same address
     // from an older generation is stale: it is dropped and the answer is false.
     bool knows_block(const BlockKey& key);
-    // Indexed blocks with these bytes (same hash and length) not at `key`, oldest first.
-    std::vector<IndexedBlock> find_copies(uint64_t hash, uint64_t length, const BlockKey& key, int limit = 4);
-    void add_block(const BlockKey& key, uint64_t length, uint64_t hash, const BlockLocation& where);
+    // Indexed blocks with this content (fingerprint, length, kind) not at `key`, oldest first.
+    std::vector<IndexedBlock> find_copies(const BlockContent& content, const BlockKey& key, int limit = 4);
+    void add_block(const BlockKey& key, const BlockContent& content, const BlockLocation& where);
     // A location that no longer opens (its snapshot was deleted): stop offering it.
     void forget_block(int64_t id);
     void add_snapshot(const ProcessedSnapshot& snapshot);

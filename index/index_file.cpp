@@ -27,20 +27,6 @@ CREATE TABLE snapshots (
     changed_bytes INTEGER NOT NULL,
     changed_paths BLOB NOT NULL            -- empty: no reader ever used the list it once held
 );
-CREATE TABLE blocks (
-    id            INTEGER PRIMARY KEY,     -- insertion order; the lowest id is the keeper
-    extent        INTEGER NOT NULL,
-    extent_offset INTEGER NOT NULL,
-    length        INTEGER NOT NULL,
-    hash          INTEGER NOT NULL,        -- xxh3-64 of the bytes
-    root_id       INTEGER NOT NULL,
-    inode         INTEGER NOT NULL,
-    inode_gen     INTEGER NOT NULL,
-    file_offset   INTEGER NOT NULL,
-    extent_gen    INTEGER NOT NULL,        -- transaction that wrote the extent: tells reuse of an address
-    UNIQUE (extent, extent_offset)
-);
-CREATE INDEX blocks_by_hash ON blocks (hash, length);
 CREATE TABLE deferred (                 -- the intent journal: moves recorded before they run (block_index.h)
     root_id INTEGER NOT NULL, inode INTEGER NOT NULL, inode_gen INTEGER NOT NULL,
     file_offset INTEGER NOT NULL, length INTEGER NOT NULL,
@@ -50,6 +36,26 @@ CREATE TABLE deferred (                 -- the intent journal: moves recorded be
     primary_ref INTEGER NOT NULL DEFAULT 1, -- the processed snapshot's own reference (counts as deduped)
     PRIMARY KEY (root_id, inode, file_offset)
 );
+)sql";
+
+// Version 2: a block's fingerprint is a hash of the checksums btrfs keeps of its sectors
+// (index/fingerprint.h); version 1 held an xxh3-64 of its bytes, which no longer compares.
+const char* const kBlocksTable = R"sql(
+CREATE TABLE blocks (
+    id            INTEGER PRIMARY KEY,     -- insertion order; the lowest id is the keeper
+    extent        INTEGER NOT NULL,
+    extent_offset INTEGER NOT NULL,
+    length        INTEGER NOT NULL,
+    fingerprint   INTEGER NOT NULL,        -- of its sectors' checksums and its length
+    nodatasum     INTEGER NOT NULL,        -- 1: a nodatasum file's, which shares only with its kind
+    root_id       INTEGER NOT NULL,
+    inode         INTEGER NOT NULL,
+    inode_gen     INTEGER NOT NULL,
+    file_offset   INTEGER NOT NULL,
+    extent_gen    INTEGER NOT NULL,        -- transaction that wrote the extent: tells reuse of an address
+    UNIQUE (extent, extent_offset)
+);
+CREATE INDEX blocks_by_fingerprint ON blocks (fingerprint, length, nodatasum);
 )sql";
 
 // Which filesystem the index describes: its disk addresses mean nothing on another one.
@@ -78,6 +84,7 @@ void create_schema(Database& db, const std::string& fs_uuid)
 {
     Transaction tx(db);
     db.exec(kSchema);
+    db.exec(kBlocksTable);
     db.exec(kFilesystemTable);
     db.exec(kRunsTable);
     Statement st = db.prepare("INSERT INTO filesystem (uuid) VALUES (?1)");
@@ -123,6 +130,22 @@ void upgrade_in_place(Database& db, const std::string& fs_uuid)
     tx.commit();
 }
 
+// Version 1's hashes of data do not compare with fingerprints, and computing these for its
+// blocks would take a pass over every indexed snapshot anyway. So its blocks and the list of
+// processed snapshots go, and the next run indexes every snapshot again, from the checksum
+// tree (no data read for uncompressed extents). The intent journal and the history of runs
+// stay: neither holds a hash.
+void rebuild_as_version_2(Database& db)
+{
+    Transaction tx(db);
+    db.exec("DROP INDEX IF EXISTS blocks_by_hash");
+    db.exec("DROP TABLE blocks");
+    db.exec("DELETE FROM snapshots");
+    db.exec(kBlocksTable);
+    db.exec("PRAGMA user_version=" + std::to_string(kIndexSchemaVersion));
+    tx.commit();
+}
+
 // Every check reads; nothing is written until the file is known to be ours. Without `fs_uuid`
 // (a reader with no filesystem at hand) the recorded uuid is not compared.
 void check_ours(Database& db, const std::optional<std::string>& fs_uuid)
@@ -132,8 +155,10 @@ void check_ours(Database& db, const std::optional<std::string>& fs_uuid)
     int64_t application = db.scalar("PRAGMA application_id");
     if (version == 0 || (application != 0 && application != kApplicationId))
         throw IndexError(name + ": not a snapdedupe index");
-    if (version != kIndexSchemaVersion)
-        throw IndexError(name + ": schema version " + std::to_string(version) + " is not the version " +
+    // Version 1 is read as it is and rebuilt on first write use (open_index); a later one is
+    // a newer snapdedupe's.
+    if (version > kIndexSchemaVersion)
+        throw IndexError(name + ": schema version " + std::to_string(version) + " is newer than the version " +
                          std::to_string(kIndexSchemaVersion) + " this snapdedupe uses");
     // Reads every page: a damaged page the run would never touch still makes the file
     // untrustworthy, and it is far cheaper than the run's own reads.
@@ -217,7 +242,8 @@ std::optional<std::string> index_filesystem_uuid(Database& db)
     return uuid;
 }
 
-std::unique_ptr<Database> open_index(const std::string& path, const std::string& fs_uuid, bool dry_run)
+std::unique_ptr<Database> open_index(const std::string& path, const std::string& fs_uuid, bool dry_run,
+                                     const std::function<void(const std::string&)>& notice)
 {
     struct stat st;
     bool exists = ::stat(path.c_str(), &st) == 0;
@@ -237,8 +263,23 @@ std::unique_ptr<Database> open_index(const std::string& path, const std::string&
         create_schema(*db, fs_uuid);
     } else {
         check_ours(*db, fs_uuid);
+        bool version_1 = db->scalar("PRAGMA user_version") == 1;
+        if (version_1 && dry_run) {
+            if (notice)
+                notice("index " + path + " is schema version 1 (hashes of data): this dry run plans as on a new "
+                       "index; the next run rebuilds it as version 2 (fingerprints from checksums)");
+            db = std::make_unique<Database>(":memory:", true);
+            create_schema(*db, fs_uuid);
+            return db;
+        }
         if (!dry_run) {
             upgrade_in_place(*db, fs_uuid);
+            if (version_1) {
+                rebuild_as_version_2(*db);
+                if (notice)
+                    notice("index " + path + " was schema version 1 (hashes of data): rebuilt as version 2 "
+                           "(fingerprints from checksums); this run indexes every snapshot again");
+            }
             db->exec("PRAGMA journal_mode=WAL");
         }
     }

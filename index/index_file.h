@@ -12,17 +12,22 @@
 
 namespace snapdedupe {
 
-// Version 1: blocks keyed by disk address, xxh3-64 of their bytes.
-inline constexpr int kIndexSchemaVersion = 1;
+// Version 1: blocks keyed by disk address, with an xxh3-64 of their bytes.
+// Version 2: the same, with a fingerprint of their sectors' checksums (index/fingerprint.h)
+// and whether they are a nodatasum file's.
+inline constexpr int kIndexSchemaVersion = 2;
 
 // Opens (creating it and its schema when missing or empty) the index at `path` for the
 // filesystem with uuid `fs_uuid`. A dry run never writes: with no index yet it works on an
-// empty in-memory one. Throws IndexError (exit code 5) for anything it cannot use, SqliteError
+// empty in-memory one. A version-1 index is rebuilt as version 2 (its blocks and processed
+// snapshots dropped, its journal and history kept); a dry run plans on an empty in-memory
+// one instead. Either tells `notice` in one line. Throws IndexError (exit code 5) for anything it cannot use, SqliteError
 // (exit code 5 when the file is damaged) or SysError.
-std::unique_ptr<Database> open_index(const std::string& path, const std::string& fs_uuid, bool dry_run);
+std::unique_ptr<Database> open_index(const std::string& path, const std::string& fs_uuid, bool dry_run,
+                                     const std::function<void(const std::string&)>& notice = {});
 
 // Reads the index at `path` and changes nothing (`snapdedupe status`): opened with
-// SQLITE_OPEN_READONLY and checked as open_index checks it (ours, this schema, undamaged, and
+// SQLITE_OPEN_READONLY and checked as open_index checks it (ours, this schema or version 1, undamaged, and
 // the index of filesystem `fs_uuid` when one is given), but never upgraded, its journal mode
 // never switched, and never created. Calls `read` with it and returns true; returns false,
 // calling nothing, when there is no index yet (no file, or an empty one). `read` may be called

@@ -231,7 +231,8 @@ void dedupe_filesystem(FilesystemWork& work, Database& db, const RunOptions& opt
         dry_run_scope.emplace(db); // never committed
 
     report.before.add(space_usage(fs.fd()));
-    SnapshotPass pass(queries, journal, index, metadata_geometry(fs.fd()),
+    SnapshotPass pass(queries, journal, index, BlockFingerprinter(fs.fd(), checksum_info(fs.fd())),
+                      metadata_geometry(fs.fd()),
                       {options.dry_run, options.readonly_only, options.seams.before_dedupe()});
     // First what an earlier run left in the journal (killed, busy or failed), so that its
     // moved references do not hide the rest as known; at the end, what this run left.
@@ -258,7 +259,8 @@ void run_filesystem(FilesystemWork& work, const RunOptions& options, ProgressFee
     RunRecorder history(report);
     if (!options.dry_run)
         make_default_index_dir(db_path);
-    std::unique_ptr<Database> db = open_index(db_path, fs.uuid(), options.dry_run);
+    std::unique_ptr<Database> db = open_index(db_path, fs.uuid(), options.dry_run,
+                                              [](const std::string& line) { std::cerr << "snapdedupe: " << line << "\n"; });
     if (options.dry_run) { // changes nothing, not even the history
         dedupe_filesystem(work, *db, options, progress, report);
         return;

@@ -26,7 +26,9 @@ struct SnapshotReport {
     std::vector<PlannedExtent> plan; // filled by dry runs
     std::string parent_path; // empty: a full stream
     uint64_t bytes_changed = 0;
-    uint64_t bytes_hashed = 0;
+    uint64_t bytes_hashed = 0; // fingerprinted: the two below
+    uint64_t bytes_fingerprinted_from_csums = 0; // from the checksum tree: no data read
+    uint64_t bytes_read_for_fingerprints = 0;    // read (compressed, nodatasum) and checksummed
     DedupeCounters dedupe;
 };
 
@@ -36,6 +38,8 @@ struct RunReport {
     std::vector<SnapshotReport> snapshots;
     uint64_t bytes_changed = 0;
     uint64_t bytes_hashed = 0;
+    uint64_t bytes_fingerprinted_from_csums = 0;
+    uint64_t bytes_read_for_fingerprints = 0;
     DedupeCounters dedupe;
     SpaceUsage before, after;
     double seconds = 0;

@@ -11,7 +11,7 @@
 // are counted here, not by the library: the link wraps ioctl, read and pread
 // (-Wl,--wrap, tests/CMakeLists.txt), so each phase reports the TREE_SEARCH_V2 calls and the
 // bytes that this process really made and read.
-#include "index/block_hasher.h"
+#include "index/changed_blocks.h"
 #include "index/fingerprint.h"
 #include "snapshots/kernel/csum_tree.h"
 #include "snapshots/kernel/error.h"

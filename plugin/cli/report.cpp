@@ -51,7 +51,8 @@ std::string label(const std::string& text)
 void print_snapshot_human(std::ostream& out, const SnapshotReport& s)
 {
     out << "snapshot " << s.path << (s.parent_path.empty() ? " (full)" : " (since " + s.parent_path + ")")
-        << ": changed " << human_bytes(s.bytes_changed) << ", hashed " << human_bytes(s.bytes_hashed)
+        << ": changed " << human_bytes(s.bytes_changed) << ", fingerprinted " << human_bytes(s.bytes_hashed)
+        << " (read " << human_bytes(s.bytes_read_for_fingerprints) << ")"
         << ", duplicate " << human_bytes(s.dedupe.duplicate_bytes) << ", deduped "
         << human_bytes(s.dedupe.deduped_bytes) << "\n";
     for (const PlannedExtent& e : s.plan)
@@ -120,7 +121,9 @@ void print_snapshot_json(std::ostream& out, const SnapshotReport& s)
 {
     out << "{" << json_bytes_member("path", s.path) << ", "
         << (s.parent_path.empty() ? "\"parent\": null" : json_bytes_member("parent", s.parent_path))
-        << ", \"bytes_changed\": " << s.bytes_changed << ", \"bytes_hashed\": " << s.bytes_hashed << ", ";
+        << ", \"bytes_changed\": " << s.bytes_changed << ", \"bytes_hashed\": " << s.bytes_hashed
+        << ", \"bytes_fingerprinted_from_csums\": " << s.bytes_fingerprinted_from_csums
+        << ", \"bytes_read_for_fingerprints\": " << s.bytes_read_for_fingerprints << ", ";
     print_counters_json(out, s.dedupe);
     out << ", \"plan\": [";
     for (size_t e = 0; e < s.plan.size(); ++e) {
@@ -139,6 +142,8 @@ void RunReport::add(const SnapshotReport& s)
     snapshots.push_back(s);
     bytes_changed += s.bytes_changed;
     bytes_hashed += s.bytes_hashed;
+    bytes_fingerprinted_from_csums += s.bytes_fingerprinted_from_csums;
+    bytes_read_for_fingerprints += s.bytes_read_for_fingerprints;
     dedupe.add(s.dedupe);
 }
 
@@ -149,7 +154,9 @@ void print_human(std::ostream& out, const RunReport& r)
     out << (r.dry_run ? "dry run: nothing was changed\n" : "");
     out << label("snapshots processed:") << r.snapshots.size() << "\n";
     out << label("changed (send):") << human_bytes(r.bytes_changed) << "\n";
-    out << label("read and hashed:") << human_bytes(r.bytes_hashed) << "\n";
+    out << label("fingerprinted:") << human_bytes(r.bytes_hashed) << "\n";
+    out << label("  from checksums:") << human_bytes(r.bytes_fingerprinted_from_csums) << " (nothing read)\n";
+    out << label("  read:") << human_bytes(r.bytes_read_for_fingerprints) << " (compressed, nodatasum)\n";
     print_counters_human(out, r.dedupe, r.dry_run);
     print_space_human(out, r.before, r.after);
 }
@@ -158,7 +165,9 @@ void print_json(std::ostream& out, const RunReport& r)
 {
     out << "{\"dry_run\": " << (r.dry_run ? "true" : "false") << ", "
         << json_bytes_list_member("filesystems", r.filesystems) << ", \"snapshots_processed\": " << r.snapshots.size()
-        << ", \"bytes_changed\": " << r.bytes_changed << ", \"bytes_hashed\": " << r.bytes_hashed << ", ";
+        << ", \"bytes_changed\": " << r.bytes_changed << ", \"bytes_hashed\": " << r.bytes_hashed
+        << ", \"bytes_fingerprinted_from_csums\": " << r.bytes_fingerprinted_from_csums
+        << ", \"bytes_read_for_fingerprints\": " << r.bytes_read_for_fingerprints << ", ";
     print_counters_json(out, r.dedupe);
     out << ", \"space\": ";
     print_space_json(out, r.before, r.after);

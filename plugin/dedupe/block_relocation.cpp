@@ -13,7 +13,7 @@ namespace snapdedupe {
 namespace {
 
 // Which of `blocks` the file `handle` maps at the same offset, to the same disk bytes, with
-// the same length (the same key the run computes: index/block_hasher.h).
+// the same length (the same key the run computes: index/changed_blocks.h).
 std::vector<bool> maps_blocks(FilesystemQueries& fs, const InodeHandle& handle, const std::vector<IndexedBlock>& blocks)
 {
     std::vector<bool> maps(blocks.size(), false);

@@ -22,6 +22,7 @@
     X(predicted_metadata_bytes, "estimated metadata the moves rewrite (all copies)") \
     X(large_fanout_extents, "extents with more references than one ioctl carries") \
     X(references_moved, "file ranges (in any snapshot) moved onto the keeper") \
+    X(compared_bytes, "bytes of the ranges handed to the kernel to compare: each keeper range and every reference") \
     X(dedupe_errors, "ranges that failed with an error that can pass (EROFS, EIO, ENOSPC): kept for the next run") \
     X(dedupe_refused, "ranges the kernel refuses for good (EINVAL: a nodatasum and a checksummed file; EPERM: immutable): dropped") \
     X(busy_deferred, "ranges still EAGAIN (a send was running) after retries")

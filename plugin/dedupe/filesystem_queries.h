@@ -11,7 +11,7 @@
 // answers: then its questions throw SysError with ENOENT or ESTALE.
 #pragma once
 
-#include "index/block_hasher.h"
+#include "index/changed_blocks.h"
 #include "snapshots/kernel/file_handle.h"
 #include "snapshots/kernel/logical_ino.h"
 #include "snapshots/kernel/tree_search.h"
@@ -60,7 +60,7 @@ public:
     // Opens a regular file by handle, read-only (open_by_handle in snapshots/kernel/file_handle.h).
     virtual OpenResult open_file(const InodeHandle& file) = 0;
     // The dedupable blocks of `file` that cover `ranges`, keyed as the run keys them
-    // (dedupable_blocks in index/block_hasher.h); nothing if the file does not open.
+    // (dedupable_blocks in index/changed_blocks.h); nothing if the file does not open.
     virtual std::optional<std::vector<DataBlock>> dedupable_blocks(const InodeHandle& file,
                                                                     const std::vector<ByteRange>& ranges) = 0;
     // One dedupe call, the only question that changes the filesystem: shares

@@ -112,6 +112,8 @@ void ReferenceMover::run_moves(const std::vector<PlannedMove>& moves, const std:
             targets.push_back({it->second.fd.get(), moves[i].dst_offset});
             target_moves.push_back(i);
         }
+        if (!targets.empty())
+            compared_bytes_ += length * (1 + targets.size()); // the source, and every destination
         std::vector<DedupeResult> done = dedupe_onto(fs_, src.fd.get(), src_offset, length, targets);
         for (size_t t = 0; t < done.size(); ++t)
             results[target_moves[t]] = done[t];
@@ -126,6 +128,7 @@ MoveOutcome ReferenceMover::execute(const ExtentPlan& plan, size_t duplicate_cou
     for (const PlannedMove& m : moves)
         intent.push_back(journal_entry(m, 0));
     journal_.record(intent); // durable before the first reference moves
+    compared_bytes_ = 0;
 
     // Read-only references first; a writable subvolume's only once every read-only reference
     // of the extent has moved. Otherwise a busy snapshot would leave the live subvolume on
@@ -146,6 +149,7 @@ MoveOutcome ReferenceMover::execute(const ExtentPlan& plan, size_t duplicate_cou
 
     MoveOutcome outcome;
     DedupeCounters& c = outcome.counters;
+    c.compared_bytes = compared_bytes_;
     std::vector<bool> extent_freed(plan.extents.size(), true);
     std::vector<bool> extent_busy(plan.extents.size(), false);
     for (size_t i = 0; i < moves.size(); ++i) {

@@ -34,6 +34,7 @@ private:
 
     FilesystemQueries& fs_;
     MoveJournal& journal_;
+    uint64_t compared_bytes_ = 0; // of the ranges handed to the kernel by this execute()
 };
 
 } // namespace snapdedupe

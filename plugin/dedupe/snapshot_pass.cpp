@@ -38,20 +38,24 @@ OpenResult open_in_snapshot(const LabeledFd& snapshot, const std::string& path, 
 
 // About 1 GiB of duplicate blocks (at kBlockSize): the batch's plan stays small in memory.
 constexpr size_t kDuplicatesPerBatch = 8192;
+// Blocks fingerprinted at once: about 1 GiB (their checksums, 256 KiB of crc32c, come in a few
+// tree searches), from at most this many files held open.
+constexpr size_t kBlocksPerChunk = 8192;
+constexpr size_t kFilesPerChunk = 256;
 
 SnapshotPass::SnapshotPass(FilesystemQueries& queries, MoveJournal& journal, BlockIndex& index,
-                           MetadataGeometry geometry, PassPolicy policy)
-    : queries_(queries), index_(index), policy_(std::move(policy)), planner_(queries, geometry, policy_.readonly_only),
-      mover_(queries, journal)
+                           BlockFingerprinter fingerprinter, MetadataGeometry geometry, PassPolicy policy)
+    : queries_(queries), index_(index), fingerprinter_(std::move(fingerprinter)), policy_(std::move(policy)),
+      planner_(queries, geometry, policy_.readonly_only), mover_(queries, journal)
 {
 }
 
-std::optional<IndexedBlock> SnapshotPass::find_keeper(uint64_t hash, const DataBlock& block)
+std::optional<IndexedBlock> SnapshotPass::find_keeper(const BlockContent& content, const BlockKey& key)
 {
     // Copies come a few at a time, oldest first; those that no longer open are forgotten, so
     // each round sees the next ones.
     for (;;) {
-        std::vector<IndexedBlock> copies = index_.find_copies(hash, block.length, block.key);
+        std::vector<IndexedBlock> copies = index_.find_copies(content, key);
         if (copies.empty())
             return std::nullopt;
         for (const IndexedBlock& copy : copies) {
@@ -73,8 +77,7 @@ std::optional<IndexedBlock> SnapshotPass::find_keeper(uint64_t hash, const DataB
     }
 }
 
-void SnapshotPass::scan_file(const LabeledFd& snapshot, const FileChange& change, SnapshotReport& report,
-                             std::vector<DuplicateBlock>& duplicates)
+void SnapshotPass::scan_file(const LabeledFd& snapshot, const FileChange& change)
 {
     const std::string name = snapshot.label() + "/" + change.path;
     InodeHandle handle;
@@ -100,25 +103,46 @@ void SnapshotPass::scan_file(const LabeledFd& snapshot, const FileChange& change
             throw SysError("opening", name, opened.error); // ENOSYS: openat2 refused by a filter
         }
     }
-    const LabeledFd file(std::move(opened.fd), name);
+    FileBlocks scanned{LabeledFd(std::move(opened.fd), name), handle, {}};
     struct stat st;
-    check_sys(::fstat(file.get(), &st), "stat", name);
-    for (const DataBlock& block :
-         dedupable_blocks(file, static_cast<uint64_t>(st.st_size), change.ranges)) {
-        // Known location: these bytes are shared with something already indexed.
-        if (index_.knows_block(block.key) || pending_.count({block.key.extent, block.key.extent_offset}))
+    check_sys(::fstat(scanned.file.get(), &st), "stat", name);
+    for (DataBlock& block : dedupable_blocks(scanned.file, static_cast<uint64_t>(st.st_size), change.ranges)) {
+        // Known location: these bytes are shared with something already indexed (or about to
+        // be: a reflink within this chunk).
+        std::tuple<uint64_t, uint64_t> address{block.key.extent, block.key.extent_offset};
+        if (pending_.count(address) || !chunk_keys_.insert(address).second || index_.knows_block(block.key))
             continue;
-        uint64_t hash = hash_block(file, block, buffer_);
-        report.bytes_hashed += block.length;
-        BlockLocation where{handle, block.file_offset};
-        std::optional<IndexedBlock> keeper = find_keeper(hash, block);
-        if (!keeper) {
-            index_.add_block(block.key, block.length, hash, where);
-            continue;
-        }
-        pending_.insert({block.key.extent, block.key.extent_offset});
-        duplicates.push_back({handle, block, hash, *keeper});
+        chunk_blocks_ += 1;
+        scanned.blocks.push_back(std::move(block));
     }
+    if (!scanned.blocks.empty())
+        chunk_.push_back(std::move(scanned));
+}
+
+void SnapshotPass::index_chunk(SnapshotReport& report, std::vector<DuplicateBlock>& duplicates)
+{
+    FingerprintCounts counts;
+    std::vector<std::vector<Fingerprint>> fingerprints = fingerprinter_.fingerprint(chunk_, counts);
+    report.bytes_fingerprinted_from_csums += counts.from_csums;
+    report.bytes_read_for_fingerprints += counts.read;
+    report.bytes_hashed += counts.from_csums + counts.read;
+    for (size_t f = 0; f < chunk_.size(); ++f) {
+        const FileBlocks& file = chunk_[f];
+        for (size_t b = 0; b < file.blocks.size(); ++b) {
+            const DataBlock& block = file.blocks[b];
+            BlockContent content{fingerprints[f][b], block.length, block.nodatasum};
+            std::optional<IndexedBlock> keeper = find_keeper(content, block.key);
+            if (!keeper) {
+                index_.add_block(block.key, content, {file.handle, block.file_offset});
+                continue;
+            }
+            pending_.insert({block.key.extent, block.key.extent_offset});
+            duplicates.push_back({file.handle, block, content.fingerprint, *keeper});
+        }
+    }
+    chunk_.clear();
+    chunk_keys_.clear();
+    chunk_blocks_ = 0;
 }
 
 DedupeCounters SnapshotPass::dedupe(const std::vector<DuplicateBlock>& duplicates,
@@ -159,7 +183,7 @@ DedupeCounters SnapshotPass::dedupe(const std::vector<DuplicateBlock>& duplicate
     for (size_t i = 0; index_unmoved && i < duplicates.size(); ++i) {
         const DuplicateBlock& d = duplicates[i];
         if (!moved[i] && !busy[i])
-            index_.add_block(d.block.key, d.block.length, d.hash, {d.file, d.block.file_offset});
+            index_.add_block(d.block.key, {d.hash, d.block.length, d.block.nodatasum}, {d.file, d.block.file_offset});
     }
     return counters;
 }
@@ -190,8 +214,11 @@ SnapshotReport SnapshotPass::process(const Snapshot& snapshot, const Snapshot* p
     pending_.clear();
     uint64_t done = 0;
     for (const FileChange& change : changes.files) {
-        scan_file(snapshot.dir, change, report, duplicates);
-        // Bounded memory on huge snapshots: dedupe in batches, at file boundaries.
+        scan_file(snapshot.dir, change);
+        // Bounded memory and open files: fingerprint in chunks, dedupe in batches, both at
+        // file boundaries.
+        if (chunk_blocks_ >= kBlocksPerChunk || chunk_.size() >= kFilesPerChunk)
+            index_chunk(report, duplicates);
         if (duplicates.size() >= kDuplicatesPerBatch) {
             report.dedupe.add(dedupe_during_run(duplicates, report));
             duplicates.clear();
@@ -202,6 +229,7 @@ SnapshotReport SnapshotPass::process(const Snapshot& snapshot, const Snapshot* p
             progress(done, report.bytes_changed);
     }
 
+    index_chunk(report, duplicates);
     report.dedupe.add(dedupe_during_run(duplicates, report));
 
     ProcessedSnapshot record;

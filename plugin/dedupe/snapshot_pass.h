@@ -1,6 +1,7 @@
-// One snapshot's pass: read what changed, hash what is new, dedupe what is duplicate.
+// One snapshot's pass: learn what changed, fingerprint what is new, dedupe what is duplicate.
 #pragma once
 
+#include "index/block_fingerprinter.h"
 #include "index/block_index.h"
 #include "plugin/dedupe/extent_planner.h"
 #include "plugin/dedupe/reference_mover.h"
@@ -28,10 +29,10 @@ struct PassPolicy {
 class SnapshotPass {
 public:
     // `queries` answers the planner and the mover; `journal` records each move before it runs.
-    SnapshotPass(FilesystemQueries& queries, MoveJournal& journal, BlockIndex& index, MetadataGeometry geometry,
-                 PassPolicy policy);
+    SnapshotPass(FilesystemQueries& queries, MoveJournal& journal, BlockIndex& index, BlockFingerprinter fingerprinter,
+                 MetadataGeometry geometry, PassPolicy policy);
 
-    // Diffs `snapshot` against `parent` (nullptr: a full stream), hashes the changed blocks
+    // Diffs `snapshot` against `parent` (nullptr: a full stream), fingerprints the changed blocks
     // the index does not know, dedupes the duplicates and records all of it in the index.
     // The caller wraps it in one transaction. `progress`, if set, is called after each file of
     // the change set (and its batch's dedupe, if one ran) with the bytes of the change set
@@ -47,9 +48,12 @@ public:
 
 private:
     // The oldest indexed copy that still opens; copies that no longer open are forgotten.
-    std::optional<IndexedBlock> find_keeper(uint64_t hash, const DataBlock& block);
-    void scan_file(const LabeledFd& snapshot, const FileChange& change, SnapshotReport& report,
-                   std::vector<DuplicateBlock>& duplicates);
+    std::optional<IndexedBlock> find_keeper(const BlockContent& content, const BlockKey& key);
+    // Adds the file's changed blocks that no indexed or pending block shares to the chunk.
+    void scan_file(const LabeledFd& snapshot, const FileChange& change);
+    // Fingerprints the chunk's blocks (few tree searches for all) and indexes each, or adds
+    // it to `duplicates` with its keeper; empties the chunk.
+    void index_chunk(SnapshotReport& report, std::vector<DuplicateBlock>& duplicates);
     // Plans and (unless a dry run) moves; records what stayed in the index.
     // Counts busy extents in busy_deferred and takes them out of the plan's predictions;
     // `index_unmoved`: record the duplicates that stayed as locations of their bytes.
@@ -63,12 +67,15 @@ private:
 
     FilesystemQueries& queries_;
     BlockIndex& index_;
+    BlockFingerprinter fingerprinter_;
     PassPolicy policy_;
     ExtentPlanner planner_;
     ReferenceMover mover_;
     std::map<InodeHandle, bool> opens_;
     std::set<std::tuple<uint64_t, uint64_t>> pending_; // keys of this pass's duplicates
-    std::vector<uint8_t> buffer_;
+    std::vector<FileBlocks> chunk_;                    // scanned, not yet fingerprinted
+    std::set<std::tuple<uint64_t, uint64_t>> chunk_keys_;
+    size_t chunk_blocks_ = 0;
 };
 
 } // namespace snapdedupe

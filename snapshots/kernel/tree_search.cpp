@@ -146,6 +146,7 @@ std::optional<InodeInfo> decode_inode(const TreeItem& item)
     info.generation = read_le<uint64_t>(p + offsetof(btrfs_inode_item, generation));
     info.size = read_le<uint64_t>(p + offsetof(btrfs_inode_item, size));
     info.mode = read_le<uint32_t>(p + offsetof(btrfs_inode_item, mode));
+    info.flags = read_le<uint64_t>(p + offsetof(btrfs_inode_item, flags));
     return info;
 }
 

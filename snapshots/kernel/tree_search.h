@@ -66,6 +66,13 @@ struct InodeInfo {
     uint64_t generation = 0;
     uint64_t size = 0;
     uint32_t mode = 0;
+    uint64_t flags = 0; // BTRFS_INODE_*
+
+    // BTRFS_INODE_NODATASUM (fs/btrfs/btrfs_inode.h; no uapi header has it): `chattr +C` on an
+    // empty file, or a file made under `-o nodatasum`. Its extents have no checksums, and the
+    // kernel refuses to share them with a checksummed file's (EINVAL).
+    static constexpr uint64_t kNoDataSum = 1ULL << 0;
+    bool nodatasum() const { return (flags & kNoDataSum) != 0; }
 };
 
 // Typed decoders: nothing when the item is too short for what is read.

@@ -31,7 +31,8 @@
 #   sudo tests/benchmark/compare-peers.sh
 #   sudo HOST_MIB=256 tests/benchmark/compare-peers.sh      # a quick look
 # SNAPDEDUPE=binary (default: packaging/build.sh's), PEERS_DIR=a build.sh OUTDIR to reuse,
-# PEERS_SRC=the directory of build.sh and the tarballs (default ../shared/peers), KEEP=1.
+# PEERS_SRC=the directory of build.sh and the tarballs (default ../shared/peers), KEEP=1,
+# SNAPDEDUPE_BEFORE=an earlier build to run too (row "snapdedupe-before"), for before/after figures.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 [ "$(id -u)" -eq 0 ] || { echo "compare-peers.sh: must run as root" >&2; exit 1; }
@@ -238,7 +239,7 @@ measure() { # tool phase mountpoint command...: one row of the table
     if [ "$tool" = bees ]; then
         run_bees "$mnt" "$phase"
     else
-        python3 "$tmp/measure.py" "$tmp/time" "$@" >"$tmp/$tool.$phase.log" 2>&1
+        python3 "$tmp/measure.py" "$tmp/time" "$@" >"$tmp/$tool.$phase.log" 2>"$tmp/$tool.$phase.err"
     fi
     read -r d1 m1 _ < <(space "$mnt")
     local integrity=same want=$tmp/manifest.$phase
@@ -292,7 +293,10 @@ run_tool() { # tool [full-only]: both phases on a fresh copy of the target
     for phase in full nightly; do
         [ "$phase" = nightly ] && { [ -n "${2:-}" ] && break; receive_nightly "$mnt"; }
         case $tool in
-        snapdedupe) measure "$tool" "$phase" "$mnt" "$SNAPDEDUPE" run --db "$tmp/index.sqlite" "$mnt/backup" ;;
+        snapdedupe) measure "$tool" "$phase" "$mnt" "$SNAPDEDUPE" run --json --db "$tmp/index.sqlite" "$mnt/backup"
+            index_bytes[$phase]=$(stat -c %s "$tmp/index.sqlite") ;;
+        snapdedupe-before)
+            measure "$tool" "$phase" "$mnt" "$SNAPDEDUPE_BEFORE" run --db "$tmp/index.sqlite" "$mnt/backup" ;;
         snapdedupe-no-prefetch)
             measure "$tool" "$phase" "$mnt" "$SNAPDEDUPE" run --test-no-prefetch --db "$tmp/index.sqlite" "$mnt/backup" ;;
         duperemove) measure "$tool" "$phase" "$mnt" "$peers/bin/duperemove" -dr --hashfile="$tmp/hashfile" "$mnt/backup" ;;
@@ -305,8 +309,10 @@ run_tool() { # tool [full-only]: both phases on a fresh copy of the target
 
 echo "$(date +%T) building the series (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
 build_series
+declare -A index_bytes
 for tool in snapdedupe duperemove bees; do run_tool $tool; done
 run_tool snapdedupe-no-prefetch full-only
+[ -z "${SNAPDEDUPE_BEFORE:-}" ] || run_tool snapdedupe-before
 
 mib() { awk -v b="$1" 'BEGIN { printf "%.0f MiB", b / 1048576 }'; }
 echo
@@ -322,4 +328,23 @@ for r in "${results[@]}"; do
     printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$tool" "$phase" "$wall" "$user" "$sys" \
         "$(mib $((rss * 1024)))" "$(mib "$rbytes")" "$(mib "$freed")" "$(mib "$growth")" \
         "$(mib $((freed - copies * growth)))" "$integrity" "$load"
+done
+
+# What snapdedupe read, against what it must read: the ranges it handed the kernel to compare
+# (each keeper range and every reference: the reads just before each dedupe) plus its index.
+echo
+echo "| snapdedupe run | fingerprinted from checksums | read for fingerprints | compared | index | read | read / (compared + index) |"
+echo "|---|---|---|---|---|---|---|"
+for r in "${results[@]}"; do
+    read -r tool phase _ _ _ _ rbytes _ <<<"$r"
+    [ "$tool" = snapdedupe ] || continue
+    python3 - "$tmp/$tool.$phase.log" "$phase" "$rbytes" "${index_bytes[$phase]}" <<'PY'
+import json, sys
+log, phase, rbytes, index = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+j = json.load(open(log))
+mib = lambda b: f"{b / 1048576:.0f} MiB"
+need = j["compared_bytes"] + index
+print(f"| {phase} | {mib(j['bytes_fingerprinted_from_csums'])} | {mib(j['bytes_read_for_fingerprints'])} | "
+      f"{mib(j['compared_bytes'])} | {mib(index)} | {mib(rbytes)} | {rbytes / need:.2f} |")
+PY
 done

@@ -31,7 +31,7 @@ inline DuplicateBlock duplicate_of(InMemoryFilesystem& fs, const InodeHandle& fi
     d.keeper.id = 1;
     d.keeper.key = kept->key;
     d.keeper.length = length;
-    d.keeper.hash = d.hash;
+    d.keeper.fingerprint = d.hash;
     d.keeper.where = {keeper, keeper_offset};
     return d;
 }

@@ -140,7 +140,7 @@ public:
         return item ? item->disk_bytenr : 0;
     }
     size_t reference_count(uint64_t disk_bytenr) { return extent_references(disk_bytenr).refs.size(); }
-    // The block [offset, offset + length) of `file` as the run keys it (index/block_hasher.h).
+    // The block [offset, offset + length) of `file` as the run keys it (index/changed_blocks.h).
     std::optional<DataBlock> block_at(const InodeHandle& file, uint64_t offset, uint64_t length)
     {
         const Inode& in = inode(file);

@@ -1,5 +1,5 @@
-// Which blocks a file's changed ranges touch (index/block_hasher.h, block_starts).
-#include "index/block_hasher.h"
+// Which blocks a file's changed ranges touch (index/changed_blocks.h, block_starts).
+#include "index/changed_blocks.h"
 
 #include <doctest/doctest.h>
 

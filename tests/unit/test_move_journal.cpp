@@ -74,6 +74,8 @@ CREATE TABLE deferred (
     keeper_offset INTEGER NOT NULL, keeper_extent INTEGER NOT NULL, keeper_extent_offset INTEGER NOT NULL,
     PRIMARY KEY (root_id, inode, file_offset));
 INSERT INTO deferred VALUES (258, 300, 101, 0, 262144, 256, 300, 100, 0, 1073741824, 0);
+INSERT INTO snapshots VALUES ('uuid-256', 256, 'l', 10, '/snaps/1', 0, 1048576, x'');
+INSERT INTO blocks VALUES (1, 1073741824, 0, 131072, 1234567, 256, 300, 100, 0, 9);
 PRAGMA user_version=1;
 )sql");
     return path;
@@ -298,6 +300,33 @@ TEST_CASE("journal: an index from before the journal is upgraded in place, refus
     CHECK_THROWS_AS(open_index(path, "another-filesystem", false), IndexError);
 }
 
+TEST_CASE("index: version 1 (hashes of data) is rebuilt as version 2 in one line, keeping the journal")
+{
+    TempDir dir;
+    const std::string path = make_old_index(dir);
+    std::vector<std::string> notices;
+    auto notice = [&](const std::string& line) { notices.push_back(line); };
+    {
+        std::unique_ptr<Database> db = open_index(path, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", false, notice);
+        CHECK(db->scalar("PRAGMA user_version") == kIndexSchemaVersion);
+        CHECK(db->scalar("SELECT count(*) FROM blocks") == 0);    // its hashes do not compare
+        CHECK(db->scalar("SELECT count(*) FROM snapshots") == 0); // so every snapshot is indexed again
+        CHECK(db->scalar("SELECT count(*) FROM deferred") == 1);  // the journal holds no hash: kept
+        CHECK(index_has_column(*db, "blocks", "fingerprint"));
+        CHECK(index_has_column(*db, "blocks", "nodatasum"));
+        BlockIndex index(*db);
+        BlockKey key{1 << 20, 0, 7};
+        index.add_block(key, {42, 131072, false}, {{256, 300, 100}, 0});
+        CHECK(index.find_copies({42, 131072, false}, BlockKey{}).size() == 1);
+        CHECK(index.find_copies({42, 131072, true}, BlockKey{}).empty()); // the other kind: never offered
+    }
+    REQUIRE(notices.size() == 1);
+    CHECK(notices[0].find("rebuilt as version 2") != std::string::npos);
+    notices.clear();
+    open_index(path, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", false, notice);
+    CHECK(notices.empty()); // once
+}
+
 TEST_CASE("journal: a dry run opens an index from before the journal without writing to it")
 {
     TempDir dir;
@@ -306,10 +335,15 @@ TEST_CASE("journal: a dry run opens an index from before the journal without wri
     REQUIRE_FALSE(before.empty());
     {
         std::unique_ptr<Database> db;
-        REQUIRE_NOTHROW(db = open_index(path, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", true));
+        std::vector<std::string> notices;
+        REQUIRE_NOTHROW(db = open_index(path, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", true,
+                                        [&](const std::string& line) { notices.push_back(line); }));
         BlockIndex index(*db);
         CHECK(db->scalar("SELECT count(*) FROM blocks") == 0);
-        CHECK(db->scalar("SELECT count(*) FROM sqlite_master WHERE name = 'filesystem'") == 0);
+        // Version 1: the dry run plans on an empty index, and says so in one line.
+        REQUIRE(notices.size() == 1);
+        CHECK(notices[0].find("schema version 1") != std::string::npos);
+        CHECK(notices[0].find("dry run") != std::string::npos);
     }
     CHECK(file_bytes(path) == before);
     CHECK_FALSE(std::filesystem::exists(path + "-wal")); // nothing waiting to be written either

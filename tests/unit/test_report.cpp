@@ -23,6 +23,7 @@ RunReport sample_report(bool dry_run)
     a.path = "/mnt/snaps/1/snapshot";
     a.bytes_changed = 5ull << 30;
     a.bytes_hashed = 3ull << 30;
+    a.bytes_fingerprinted_from_csums = 3ull << 30;
     a.dedupe.duplicate_bytes = 1000;
     a.dedupe.deduped_bytes = 900;
     SnapshotReport b;
@@ -30,6 +31,8 @@ RunReport sample_report(bool dry_run)
     b.parent_path = "/mnt/snaps/1/snapshot";
     b.bytes_changed = 123456789;
     b.bytes_hashed = 12345678;
+    b.bytes_fingerprinted_from_csums = 11345678;
+    b.bytes_read_for_fingerprints = 1000000;
     b.plan.push_back({4096 * 1000, 131072, 3, 16384, true});
     b.plan.push_back({4096 * 2000, 4096, 1, 0, false});
     DedupeCounters& c = b.dedupe;
@@ -76,17 +79,21 @@ uint64_t as_number(const Value* v)
     return std::stoull(v->text);
 }
 
-// Printed by the code before the counters became one list: the report must not change.
+// Printed by the code before the counters became one list: the report must not change
+// (but for the fingerprint lines, which came with fingerprints).
 constexpr const char* kHumanBefore =
-    "snapshot /mnt/snaps/1/snapshot (full): changed 5.00 GiB, hashed 3.00 GiB, duplicate 1000 B, deduped 900 B\n"
-    "snapshot /mnt/snaps/2/snapshot (since /mnt/snaps/1/snapshot): changed 117.74 MiB, hashed 11.77 MiB, "
+    "snapshot /mnt/snaps/1/snapshot (full): changed 5.00 GiB, fingerprinted 3.00 GiB (read 0 B), duplicate 1000 B, deduped 900 B\n"
+    "snapshot /mnt/snaps/2/snapshot (since /mnt/snaps/1/snapshot): changed 117.74 MiB, fingerprinted 11.77 MiB "
+    "(read 976.56 KiB), "
     "duplicate 990.75 MiB, deduped 986.03 MiB\n"
     "  would free extent 4096000 (128.00 KiB): move 3 references (one in a writable subvolume), metadata ~16.00 KiB\n"
     "  would free extent 8192000 (4.00 KiB): move 1 reference, metadata ~0 B\n"
     "%DRY%"
     "snapshots processed:   2\n"
     "changed (send):        5.11 GiB\n"
-    "read and hashed:       3.01 GiB\n"
+    "fingerprinted:         3.01 GiB\n"
+    "  from checksums:      3.01 GiB (nothing read)\n"
+    "  read:                976.56 KiB (compressed, nodatasum)\n"
     "duplicate found:       990.75 MiB\n"
     "%DEDUPED%"
     "extents to free:       30420 planned%FREED%; predicted 1.03 GiB data for ~117.58 MiB metadata\n"
@@ -119,6 +126,7 @@ std::string human_before(bool dry_run)
 constexpr const char* kJsonBefore =
     R"({"dry_run": false, "filesystems": ["0f1e2d3c-0000-4000-8000-000000000001"], )"
     R"("snapshots_processed": 2, "bytes_changed": 5492165909, "bytes_hashed": 3233571150, )"
+    R"("bytes_fingerprinted_from_csums": 3232571150, "bytes_read_for_fingerprints": 1000000, "compared_bytes": 0, )"
     R"("duplicate_bytes": 1038877672, "deduped_bytes": 1033929604, "differs_bytes": 3, )"
     R"("skipped_writable_bytes": 4, "references_moved": 102616, "dedupe_errors": 13, "dedupe_refused": 0, "busy_deferred": 14, )"
     R"("skipped_partial_bytes": 4456448, "skipped_cost_bytes": 471808, "extents_planned": 30420, )"
@@ -128,12 +136,14 @@ constexpr const char* kJsonBefore =
     R"("metadata_used": 81316249, "raw_used": 412000000}, "data_freed": 1101791232, )"
     R"("metadata_growth": 27238809, "net_freed": 1048000000}, "seconds": 2.5, )"
     R"("snapshots": [{"path": "/mnt/snaps/1/snapshot", "parent": null, "bytes_changed": 5368709120, )"
-    R"("bytes_hashed": 3221225472, "duplicate_bytes": 1000, "deduped_bytes": 900, "differs_bytes": 0, )"
+    R"("bytes_hashed": 3221225472, "bytes_fingerprinted_from_csums": 3221225472, )"
+    R"("bytes_read_for_fingerprints": 0, "compared_bytes": 0, "duplicate_bytes": 1000, "deduped_bytes": 900, "differs_bytes": 0, )"
     R"("skipped_writable_bytes": 0, "references_moved": 0, "dedupe_errors": 0, "dedupe_refused": 0, "busy_deferred": 0, )"
     R"("skipped_partial_bytes": 0, "skipped_cost_bytes": 0, "extents_planned": 0, "extents_moved": 0, )"
     R"("predicted_freed_bytes": 0, "predicted_metadata_bytes": 0, "large_fanout_extents": 0, "plan": []}, )"
     R"({"path": "/mnt/snaps/2/snapshot", "parent": "/mnt/snaps/1/snapshot", "bytes_changed": 123456789, )"
-    R"("bytes_hashed": 12345678, "duplicate_bytes": 1038876672, "deduped_bytes": 1033928704, )"
+    R"("bytes_hashed": 12345678, "bytes_fingerprinted_from_csums": 11345678, )"
+    R"("bytes_read_for_fingerprints": 1000000, "compared_bytes": 0, "duplicate_bytes": 1038876672, "deduped_bytes": 1033928704, )"
     R"("differs_bytes": 3, "skipped_writable_bytes": 4, "references_moved": 102616, "dedupe_errors": 13, "dedupe_refused": 0, )"
     R"("busy_deferred": 14, "skipped_partial_bytes": 4456448, "skipped_cost_bytes": 471808, )"
     R"("extents_planned": 30420, "extents_moved": 30419, "predicted_freed_bytes": 1105954816, )"
@@ -204,7 +214,7 @@ TEST_CASE("report JSON: every counter, with its value, at the top and per snapsh
 #undef CHECK_KEY
 }
 
-// (dedupe_refused came later: 0 here.)
+// (dedupe_refused and compared_bytes came later: 0 here.)
 TEST_CASE("report JSON: the same members and values as before the counters became one list")
 {
     Value before = strict_json::parse(kJsonBefore);
@@ -251,7 +261,9 @@ TEST_CASE("report, human: a run that found nothing prints no notes")
     RunReport r;
     CHECK(human(r) == "snapshots processed:   0\n"
                       "changed (send):        0 B\n"
-                      "read and hashed:       0 B\n"
+                      "fingerprinted:         0 B\n"
+                      "  from checksums:      0 B (nothing read)\n"
+                      "  read:                0 B (compressed, nodatasum)\n"
                       "duplicate found:       0 B\n"
                       "deduped:               0 B (0 references moved)\n"
                       "extents to free:       0 planned, 0 freed; predicted 0 B data for ~0 B metadata\n"

@@ -34,7 +34,7 @@ struct TwoSnapshots {
     {
         for (uint64_t offset = 0; offset < fs.items_of(f).back().num_bytes; offset += kBlockSize) {
             DataBlock b = *fs.block_at(f, offset, kBlockSize);
-            index.add_block(b.key, b.length, hash + offset, {f, offset});
+            index.add_block(b.key, {hash + offset, b.length, false}, {f, offset});
         }
     }
     std::vector<IndexedBlock> blocks_in(uint64_t root) { return index.blocks_in_root(root); }

@@ -1,7 +1,9 @@
-// Cutting a file's changed ranges into blocks, keying them by physical location, hashing them.
+// Cutting a file's changed ranges into blocks, keyed by physical location, with what their
+// fingerprints need: where their bytes lie on disk, or that their data must be read.
 #pragma once
 
 #include "index/block_index.h"
+#include "snapshots/kernel/csum_tree.h"
 #include "snapshots/kernel/fiemap.h"
 
 #include <cstdint>
@@ -20,6 +22,11 @@ struct DataBlock {
     // adjacent extent items, never splits them, so no item covering the block starts earlier.
     uint64_t map_start = 0;
     bool compressed = false;
+    // The file is nodatasum: its extents have no checksums, and only its kind shares them.
+    bool nodatasum = false;
+    // Where the block's bytes lie on disk, in file order, for its fingerprint from the checksum
+    // tree; empty when it must be read instead (a compressed piece, or nodatasum).
+    std::vector<DiskRange> pieces;
 };
 
 // Where the blocks covering `ranges` start: each range widened to kBlockSize boundaries and
@@ -32,8 +39,5 @@ std::vector<uint64_t> block_starts(uint64_t file_size, const std::vector<ByteRan
 // inline extent (too small to share), preallocated or delayed space are left out: sharing
 // them frees nothing, or the kernel refuses.
 std::vector<DataBlock> dedupable_blocks(const LabeledFd& file, uint64_t file_size, const std::vector<ByteRange>& ranges);
-
-// Reads the block (O_NOATIME fd) and returns the xxh3-64 of its bytes. `buffer` is reused.
-uint64_t hash_block(const LabeledFd& file, const DataBlock& block, std::vector<uint8_t>& buffer);
 
 } // namespace snapdedupe

@@ -1,12 +1,12 @@
-#include "index/block_hasher.h"
+#include "index/changed_blocks.h"
 
+#include "index/fingerprint.h"
 #include "snapshots/kernel/tree_search.h"
 #include "snapshots/kernel/error.h"
 
 #include <linux/fiemap.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include <algorithm>
 #include <iterator>
@@ -69,6 +69,9 @@ std::vector<DataBlock> dedupable_blocks(const LabeledFd& file, uint64_t file_siz
     check_sys(::fstat(file.get(), &st), "stat", file.label());
     uint64_t items_from = extents.empty() ? first : std::min(first, extents.front().logical);
     std::vector<FileExtentItem> items = file_extent_items(file, 0, st.st_ino, items_from, last_end - 1);
+    std::optional<InodeInfo> inode = read_inode(file, 0, st.st_ino);
+    if (!inode)
+        return {}; // deleted meanwhile
 
     std::vector<DataBlock> blocks;
     auto it = extents.begin();
@@ -104,16 +107,15 @@ std::vector<DataBlock> dedupable_blocks(const LabeledFd& file, uint64_t file_siz
             b.extent_address = it->physical + delta;
         }
         b.key.generation = item->generation;
-        blocks.push_back(b);
+        b.nodatasum = inode->nodatasum();
+        if (!b.compressed && !b.nodatasum) {
+            // Nothing when a later piece is compressed: the block is then read.
+            if (std::optional<std::vector<DiskRange>> pieces = disk_pieces(extents, start, end))
+                b.pieces = std::move(*pieces);
+        }
+        blocks.push_back(std::move(b));
     }
     return blocks;
-}
-
-uint64_t hash_block(const LabeledFd& file, const DataBlock& block, std::vector<uint8_t>& buffer)
-{
-    buffer.resize(block.length);
-    read_exactly(file, block.file_offset, buffer.data(), block.length);
-    return XXH3_64bits(buffer.data(), block.length);
 }
 
 } // namespace snapdedupe
