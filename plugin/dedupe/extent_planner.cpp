@@ -21,14 +21,6 @@ namespace {
 // the number of references moved in it. An estimate, checked against measured growth.
 constexpr uint64_t kInodesPerLeaf = 32;
 
-// Above the leaves, a node holds at most (nodesize - 101) / 33 child pointers: 101 bytes of
-// header (checksum 32, fsid 16, bytenr 8, flags 8, chunk tree uuid 16, generation 8, owner 8,
-// item count 4, level 1), then per child a key (17), a block pointer and a generation (8 + 8).
-// So a node at level k covers about kInodesPerLeaf * fanout^k inodes, and leaves far apart sit
-// under different nodes, each copied too. Taking nodes as full counts the fewest such nodes.
-constexpr uint64_t kNodeHeaderBytes = 101;
-constexpr uint64_t kKeyPtrBytes = 33;
-
 } // namespace
 
 struct ExtentPlanner::Piece {
@@ -170,24 +162,24 @@ bool ExtentPlanner::read_references(const Candidate& c, std::vector<Reference>& 
     return !refs.empty();
 }
 
-std::set<ExtentPlanner::Node> ExtentPlanner::nodes_of(const std::vector<Reference>& refs)
+std::set<ExtentPlanner::Leaf> ExtentPlanner::leaves_of(const std::vector<Reference>& refs) const
 {
-    const uint64_t fanout = std::max<uint64_t>(2, (geometry_.nodesize - kNodeHeaderBytes) / kKeyPtrBytes);
-    std::set<Node> nodes;
+    std::set<Leaf> leaves;
     for (const Reference& r : refs) {
-        const uint32_t top = tree_level(r.file.root);
-        uint64_t span = kInodesPerLeaf; // inodes under one block of the level
-        for (uint32_t level = 0; level <= top; ++level) {
-            // Leaves are told apart by inode even in a tree whose root is a leaf (a few dozen
-            // inodes: the guess changes little there); above them a tree has one root.
-            const uint64_t index = level > 0 && level == top ? 0 : r.file.inode / span;
-            Node node{r.file.root, level, index};
-            if (!charged_nodes_.count(node))
-                nodes.insert(node);
-            span = span > UINT64_MAX / fanout ? UINT64_MAX : span * fanout;
-        }
+        Leaf leaf{r.file.root, r.file.inode / kInodesPerLeaf};
+        if (!charged_leaves_.count(leaf))
+            leaves.insert(leaf);
     }
-    return nodes;
+    return leaves;
+}
+
+std::set<uint64_t> ExtentPlanner::roots_of(const std::vector<Reference>& refs) const
+{
+    std::set<uint64_t> roots;
+    for (const Reference& r : refs)
+        if (!charged_roots_.count(r.file.root))
+            roots.insert(r.file.root);
+    return roots;
 }
 
 uint32_t ExtentPlanner::tree_level(uint64_t root)
@@ -245,19 +237,18 @@ void ExtentPlanner::add_moves(const Candidate& cand, const std::vector<Reference
     }
 }
 
-struct ExtentPlanner::Eligible {
-    Candidate cand;
-    std::vector<Reference> refs;
-    bool writable = false;
-    std::set<Node> nodes; // taken before this batch charges any: each extent pays its share
-    uint64_t cost = 0;    // its share of them (all copies)
-    bool too_costly = false;
-};
-
-// The extents that could be freed at all, with their references.
-std::vector<ExtentPlanner::Eligible> ExtentPlanner::eligible_extents(const std::vector<DuplicateBlock>& duplicates,
-                                                                     DedupeCounters& c)
+ExtentPlan ExtentPlanner::plan(const std::vector<DuplicateBlock>& duplicates)
 {
+    ExtentPlan plan;
+    DedupeCounters& c = plan.counters;
+
+    // First the extents that could be freed at all, with their references.
+    struct Eligible {
+        Candidate cand;
+        std::vector<Reference> refs;
+        bool writable = false;
+        std::set<Leaf> leaves;
+    };
     std::vector<Eligible> eligible;
     for (auto& [bytenr, cand] : collect_candidates(duplicates)) {
         std::sort(cand.pieces.begin(), cand.pieces.end(),
@@ -271,58 +262,44 @@ std::vector<ExtentPlanner::Eligible> ExtentPlanner::eligible_extents(const std::
             c.skipped_writable_bytes += cand.duplicate_bytes;
             continue;
         }
-        e.nodes = nodes_of(e.refs);
+        e.leaves = leaves_of(e.refs);
         e.cand = std::move(cand);
         eligible.push_back(std::move(e));
     }
-    return eligible;
-}
 
-// A tree block is copied once however many of its references move, so its cost is split
-// among the extents that touch it: many small files in one directory share the bill instead of
-// each being refused for a whole leaf. An extent whose share is not below what it frees stays;
-// then the block is still copied if any other extent in it moves, so the rest split it again
-// without it, until no more drop out. Dropping out only raises the others' shares, so this ends,
-// and the planned extents pay for every block they copy, not just for their first share of it.
-void ExtentPlanner::price(std::vector<Eligible>& eligible) const
-{
-    const uint64_t node_cost = uint64_t{geometry_.nodesize} * geometry_.copies;
-    for (bool dropped = true; dropped;) {
-        std::map<Node, uint64_t> sharing;
-        for (const Eligible& e : eligible)
-            for (const Node& node : e.nodes)
-                sharing[node] += e.too_costly ? 0 : 1;
-        dropped = false;
-        for (Eligible& e : eligible) {
-            if (e.too_costly)
-                continue;
-            e.cost = 0;
-            for (const Node& node : e.nodes)
-                e.cost += node_cost / sharing[node];
-            e.too_costly = e.cost >= e.cand.disk_bytes;
-            dropped = dropped || e.too_costly;
-        }
+    // Then the metadata they cost. A leaf is unshared once however many of its references
+    // move, so its cost is split among the extents referenced from it: many small files in
+    // one directory share the bill instead of each being refused for the whole leaf. The
+    // first change in a snapshot also unshares the nodes above its leaves, up to the root
+    // (the tree's level of them), split the same way among the extents touching that tree.
+    std::map<Leaf, size_t> sharing;
+    std::map<uint64_t, size_t> root_sharing;
+    for (const Eligible& e : eligible) {
+        for (const Leaf& leaf : e.leaves)
+            ++sharing[leaf];
+        for (uint64_t root : roots_of(e.refs))
+            ++root_sharing[root];
     }
-}
-
-ExtentPlan ExtentPlanner::plan(const std::vector<DuplicateBlock>& duplicates)
-{
-    ExtentPlan plan;
-    DedupeCounters& c = plan.counters;
-    std::vector<Eligible> eligible = eligible_extents(duplicates, c);
-    price(eligible);
+    const uint64_t node_cost = uint64_t{geometry_.nodesize} * geometry_.copies;
     for (Eligible& e : eligible) {
-        if (e.too_costly) {
+        uint64_t cost = 0;
+        for (const Leaf& leaf : e.leaves)
+            cost += node_cost / sharing[leaf];
+        std::set<uint64_t> roots = roots_of(e.refs);
+        for (uint64_t root : roots)
+            cost += node_cost * tree_level(root) / root_sharing[root];
+        if (cost >= e.cand.disk_bytes) {
             c.skipped_cost_bytes += e.cand.duplicate_bytes;
             continue;
         }
-        charged_nodes_.insert(e.nodes.begin(), e.nodes.end());
+        charged_leaves_.insert(e.leaves.begin(), e.leaves.end());
+        charged_roots_.insert(roots.begin(), roots.end());
         size_t index = plan.extents.size();
-        plan.extents.push_back({e.cand.disk_bytenr, e.cand.disk_bytes, e.refs.size(), e.cost, e.writable});
+        plan.extents.push_back({e.cand.disk_bytenr, e.cand.disk_bytes, e.refs.size(), cost, e.writable});
         plan.extent_blocks.push_back(e.cand.blocks);
         ++c.extents_planned;
         c.predicted_freed_bytes += e.cand.disk_bytes;
-        c.predicted_metadata_bytes += e.cost;
+        c.predicted_metadata_bytes += cost;
         if (e.refs.size() > kMaxTargetsPerCall)
             ++c.large_fanout_extents;
         add_moves(e.cand, e.refs, index, plan);

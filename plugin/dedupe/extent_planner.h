@@ -78,15 +78,12 @@ private:
     bool fully_covered(const Candidate& c, const std::vector<Reference>& refs) const;
     void add_moves(const Candidate& c, const std::vector<Reference>& refs, size_t index, ExtentPlan& plan) const;
 
-    // A tree block of a snapshot's tree that moving references there would copy, guessed:
-    // (root, level, inode range). Level 0 is a leaf, the tree's level its root.
-    using Node = std::tuple<uint64_t, uint32_t, uint64_t>;
-    struct Eligible; // an extent that could be freed, with its references and what it costs
-    std::vector<Eligible> eligible_extents(const std::vector<DuplicateBlock>& duplicates, DedupeCounters& c);
-    // The blocks moving these references would copy, less those this run has copied already.
-    std::set<Node> nodes_of(const std::vector<Reference>& refs);
-    // Prices each extent and marks those whose share is not below what they free.
-    void price(std::vector<Eligible>& eligible) const;
+    // A metadata leaf, guessed: (root, inode / kInodesPerLeaf).
+    using Leaf = std::pair<uint64_t, uint64_t>;
+    // The leaves moving these references would unshare, less those already unshared.
+    std::set<Leaf> leaves_of(const std::vector<Reference>& refs) const;
+    // The subvolumes these references are in whose upper tree nodes are still shared.
+    std::set<uint64_t> roots_of(const std::vector<Reference>& refs) const;
     uint32_t tree_level(uint64_t root);
 
     FilesystemQueries& fs_;
@@ -94,7 +91,8 @@ private:
     bool readonly_only_;
     std::map<uint64_t, bool> read_only_;
     std::map<std::pair<uint64_t, uint64_t>, InodeHandle> inodes_; // generation 0: not a regular file
-    std::set<Node> charged_nodes_; // tree blocks this run has already copied
+    std::set<Leaf> charged_leaves_;    // leaves this run has already unshared
+    std::set<uint64_t> charged_roots_; // trees whose path to the root this run has unshared
     std::map<uint64_t, uint32_t> tree_levels_;
 };
 

@@ -32,7 +32,8 @@
 #   sudo HOST_MIB=256 tests/benchmark/compare-peers.sh      # a quick look
 # SNAPDEDUPE=binary (default: packaging/build.sh's), PEERS_DIR=a build.sh OUTDIR to reuse,
 # PEERS_SRC=the directory of build.sh and the tarballs (default ../shared/peers), KEEP=1,
-# SNAPDEDUPE_BEFORE=an earlier build to run too (row "snapdedupe-before"), for before/after figures.
+# SNAPDEDUPE_BEFORE=an earlier build to run too (row "snapdedupe-before"), for before/after figures,
+# TOOLS="snapdedupe ..." to run only those (and no no-prefetch row).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 [ "$(id -u)" -eq 0 ] || { echo "compare-peers.sh: must run as root" >&2; exit 1; }
@@ -64,6 +65,14 @@ peers=${PEERS_DIR:-$tmp/peers}
 if [ -z "${SNAPDEDUPE:-}" ]; then
     "$root/packaging/build.sh" >/dev/null
     SNAPDEDUPE=${BUILD_DIR:-$root/build}/plugin/snapdedupe
+fi
+# Stripped, as the package ships it (CPACK_STRIP_FILES): with caches dropped, loading the debug
+# build's 18 MB would count in its read_bytes.
+strip -o "$tmp/snapdedupe" "$SNAPDEDUPE"
+SNAPDEDUPE=$tmp/snapdedupe
+if [ -n "${SNAPDEDUPE_BEFORE:-}" ]; then
+    strip -o "$tmp/snapdedupe-before" "$SNAPDEDUPE_BEFORE"
+    SNAPDEDUPE_BEFORE=$tmp/snapdedupe-before
 fi
 
 # Runs a command, then writes "wall user sys maxrss_kib read_bytes exit" to $1. read_bytes: the
@@ -214,12 +223,21 @@ build_series() {
     python3 "$tmp/churn.py" "$src/hostB" 1 $days "$host_mib"
     send_day $days "$tmp/day$days"
     manifest "$tgt/backup" >"$tmp/manifest.full"
+    send_bytes[series]=$(incremental_send_bytes "$tgt")
     series_logical=$(find "$tgt/backup" -type f -printf '%s\n' | awk '{ t += $1 } END { printf "%.0f\n", t }')
     read -r series_data _ < <(space "$tgt")
     { cat "$tmp/manifest.full"; manifest "$src/snaps" "./$(snap_name hostA $days)" "./$(snap_name hostB $days)"; } |
         LC_ALL=C sort >"$tmp/manifest.nightly"
     cleanup # target.img stays as it was after day $((days - 1))
     rm -f "$tmp/src.img"
+}
+incremental_send_bytes() { # mountpoint: bytes of the last full-run day's incremental sends (both hosts)
+    local h total=0 n
+    for h in hostA hostB; do
+        n=$(btrfs -q send -p "$1/backup/$(snap_name $h $((days - 2)))" "$1/backup/$(snap_name $h $((days - 1)))" | wc -c)
+        total=$((total + n))
+    done
+    echo "$total"
 }
 receive_nightly() { # mountpoint: the day-$days streams, received as btrbk would
     local h
@@ -302,16 +320,19 @@ run_tool() { # tool [full-only]: both phases on a fresh copy of the target
         duperemove) measure "$tool" "$phase" "$mnt" "$peers/bin/duperemove" -dr --hashfile="$tmp/hashfile" "$mnt/backup" ;;
         bees) measure "$tool" "$phase" "$mnt" ;;
         esac
+        # A dedupe that splits what a snapshot and its parent share would make the next
+        # incremental send (btrbk's archive, a send onwards) carry those ranges again.
+        [ "$phase" = full ] && send_bytes[$tool]=$(incremental_send_bytes "$mnt")
     done
     cleanup
     rm -f "$tmp/work.img"
 }
 
+declare -A index_bytes send_bytes
 echo "$(date +%T) building the series (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
 build_series
-declare -A index_bytes
-for tool in snapdedupe duperemove bees; do run_tool $tool; done
-run_tool snapdedupe-no-prefetch full-only
+for tool in ${TOOLS:-snapdedupe duperemove bees}; do run_tool $tool; done
+[ -n "${TOOLS:-}" ] || run_tool snapdedupe-no-prefetch full-only
 [ -z "${SNAPDEDUPE_BEFORE:-}" ] || run_tool snapdedupe-before
 
 mib() { awk -v b="$1" 'BEGIN { printf "%.0f MiB", b / 1048576 }'; }
@@ -329,6 +350,14 @@ for r in "${results[@]}"; do
         "$(mib $((rss * 1024)))" "$(mib "$rbytes")" "$(mib "$freed")" "$(mib "$growth")" \
         "$(mib $((freed - copies * growth)))" "$integrity" "$load"
 done
+
+echo
+printf 'Incremental send of day %d (parent day %d, both hosts) on the target: %s before the tools' \
+    $((days - 1)) $((days - 2)) "$(mib "${send_bytes[series]}") (${send_bytes[series]} bytes)"
+for tool in "${!send_bytes[@]}"; do
+    [ "$tool" = series ] || printf '; after %s %s bytes' "$tool" "${send_bytes[$tool]}"
+done
+echo
 
 # What snapdedupe read, against what it must read: the ranges it handed the kernel to compare
 # (each keeper range and every reference: the reads just before each dedupe) plus its index.
