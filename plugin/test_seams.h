@@ -11,7 +11,7 @@ namespace snapdedupe {
 
 struct TestSeams {
     // Before each batch's dedupe calls, wait until a line can be read from this FIFO: a test
-    // changes files, starts sends or deletes snapshots between hashing and dedupe.
+    // changes files, starts sends or deletes snapshots between fingerprinting and dedupe.
     std::string pause_fifo;
     // Right after the N-th dedupe call (FIDEDUPERANGE) of the run, die by SIGKILL: a test of
     // what a killed run leaves and how the next run finishes it.

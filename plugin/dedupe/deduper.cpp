@@ -19,8 +19,8 @@ struct Pending {
 // The ranges of one dedupe call, read into the page cache for the kernel's compare while this
 // lives (FilesystemQueries::prefetch) and dropped when it ends. Only ranges prefetch() had
 // to read are dropped: one that was all cached already is someone's working set (the live
-// subvolume's files, or blocks hashed a moment ago), and it stays. A range that was partly
-// cached is dropped whole: simpler, and a file in use is usually cached whole.
+// subvolume's files, or blocks read a moment ago to fingerprint them), and it stays. A range
+// that was partly cached is dropped whole: simpler, and a file in use is usually cached whole.
 class PrefetchedCall {
 public:
     PrefetchedCall(FilesystemQueries& fs, int src_fd, uint64_t src_offset, uint64_t length,

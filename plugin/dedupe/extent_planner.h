@@ -25,7 +25,7 @@ namespace snapdedupe {
 struct DuplicateBlock {
     InodeHandle file;
     DataBlock block;
-    uint64_t hash = 0;
+    uint64_t fingerprint = 0; // of its bytes (index/fingerprint.h)
     IndexedBlock keeper; // the oldest indexed copy, known to open
     // Its moves count as deduped bytes: false for a journal entry of another snapshot's
     // reference, replayed only to reach its extent.

@@ -183,7 +183,8 @@ DedupeCounters SnapshotPass::dedupe(const std::vector<DuplicateBlock>& duplicate
     for (size_t i = 0; index_unmoved && i < duplicates.size(); ++i) {
         const DuplicateBlock& d = duplicates[i];
         if (!moved[i] && !busy[i])
-            index_.add_block(d.block.key, {d.hash, d.block.length, d.block.nodatasum}, {d.file, d.block.file_offset});
+            index_.add_block(d.block.key, {d.fingerprint, d.block.length, d.block.nodatasum},
+                             {d.file, d.block.file_offset});
     }
     return counters;
 }

@@ -22,7 +22,7 @@ struct PassPolicy {
     bool dry_run = false;
     bool readonly_only = false; // leave extents that a writable subvolume references
     // A test seam, set only by the command line's hidden test options: called before each
-    // batch's dedupe calls, so a test can change files between hashing and dedupe.
+    // batch's dedupe calls, so a test can change files between fingerprinting and dedupe.
     std::function<void()> before_dedupe;
 };
 

@@ -27,11 +27,11 @@ inline DuplicateBlock duplicate_of(InMemoryFilesystem& fs, const InodeHandle& fi
     DuplicateBlock d;
     d.file = file;
     d.block = *block;
-    d.hash = 0x5eed;
+    d.fingerprint = 0x5eed;
     d.keeper.id = 1;
     d.keeper.key = kept->key;
     d.keeper.length = length;
-    d.keeper.fingerprint = d.hash;
+    d.keeper.fingerprint = d.fingerprint;
     d.keeper.where = {keeper, keeper_offset};
     return d;
 }
