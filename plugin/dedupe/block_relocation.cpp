@@ -7,6 +7,9 @@
 #include <string>
 #include <map>
 #include <optional>
+#include <set>
+#include <tuple>
+#include <functional>
 
 namespace snapdedupe {
 
@@ -55,32 +58,49 @@ uint64_t move_mapped(FilesystemQueries& fs, BlockIndex& index, const InodeHandle
     return moved;
 }
 
-// Second chance, block by block, for files that were replaced: an identical rewrite (write a
-// new file, rename it over) is a new inode, whose extent the run moved onto the keeper. Whoever
-// references the keeper's extent now, in a surviving indexed snapshot, at the same offset.
+// Second chance, for files that were replaced: an identical rewrite (write a new file, rename
+// it over) is a new inode, whose extent the run moved onto the keeper. Whoever references the
+// keeper's extent now, in a surviving indexed snapshot, at the same offset.
+//
+// A replaced file's blocks usually all live on in one new file, and an extent of a file kept
+// for long is referenced by every later snapshot: thousands of references. So the references
+// are asked for once per candidate file found, not per block: each new candidate is tried on
+// every block still homeless, a candidate tried once is never tried again (what maps there has
+// moved), and inodes are looked up only for the candidates tried, not for every reference.
 uint64_t move_by_extent_refs(FilesystemQueries& fs, BlockIndex& index, std::vector<IndexedBlock>& blocks,
                              const std::map<uint64_t, uint64_t>& alive_otransid)
 {
     uint64_t moved = 0;
     std::vector<IndexedBlock> homeless;
-    for (const IndexedBlock& b : blocks) {
-        std::vector<std::pair<uint64_t, InodeHandle>> candidates; // (otransid, file), newest first
-        for (const ExtentRef& ref : fs.extent_references(b.key.extent).refs) {
-            auto alive = alive_otransid.find(ref.root);
-            if (alive == alive_otransid.end())
+    std::set<std::pair<uint64_t, uint64_t>> tried; // (root, inode)
+    std::reverse(blocks.begin(), blocks.end()); // the block asked about is the last: popped cheaply
+    while (!blocks.empty()) {
+        const int64_t first = blocks.back().id;
+        std::vector<std::tuple<uint64_t, uint64_t, uint64_t>> candidates; // (otransid, root, inode)
+        for (const ExtentRef& ref : fs.extent_references(blocks.back().key.extent).refs)
+            if (auto alive = alive_otransid.find(ref.root); alive != alive_otransid.end())
+                if (!tried.count({ref.root, ref.inode}))
+                    candidates.emplace_back(alive->second, ref.root, ref.inode);
+        // Newest first: it holds an unchanged file's bytes as well as any older one, and will
+        // be deleted last.
+        std::sort(candidates.begin(), candidates.end(), std::greater<>());
+        candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
+        size_t tries = 0;
+        for (const auto& [otransid, root, inode] : candidates) {
+            if (tries == kMaxRelocationCandidates || blocks.empty() || blocks.back().id != first)
+                break;
+            if (!tried.insert({root, inode}).second)
                 continue;
-            if (std::optional<InodeInfo> info = fs.inode_info(ref.root, ref.inode))
-                candidates.push_back({alive->second, {ref.root, ref.inode, info->generation}});
+            std::optional<InodeInfo> info = fs.inode_info(root, inode);
+            if (!info)
+                continue;
+            ++tries;
+            moved += move_mapped(fs, index, {root, inode, info->generation}, blocks);
         }
-        std::sort(candidates.begin(), candidates.end(),
-                  [](const auto& x, const auto& y) { return x.first > y.first; });
-        candidates.erase(std::unique(candidates.begin(), candidates.end(),
-                                     [](const auto& x, const auto& y) { return x.second == y.second; }),
-                         candidates.end());
-        std::vector<IndexedBlock> one{b};
-        for (size_t i = 0; i < candidates.size() && i < kMaxRelocationCandidates && !one.empty(); ++i)
-            moved += move_mapped(fs, index, candidates[i].second, one);
-        homeless.insert(homeless.end(), one.begin(), one.end());
+        if (!blocks.empty() && blocks.back().id == first) { // no candidate maps it
+            homeless.push_back(blocks.back());
+            blocks.pop_back();
+        }
     }
     blocks = std::move(homeless);
     return moved;

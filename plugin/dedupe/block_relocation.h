@@ -25,9 +25,10 @@ inline constexpr size_t kMaxRelocationCandidates = 8;
 uint64_t move_mapped(FilesystemQueries& fs, BlockIndex& index, const InodeHandle& handle,
                      std::vector<IndexedBlock>& blocks);
 
-// Second chance, block by block, for files that were replaced: an identical rewrite is a new
-// inode, whose extent the run moved onto the keeper. Whoever references the block's extent
-// now, in a surviving indexed snapshot (`alive_otransid`: root -> otransid), at the same offset.
+// Second chance, for files that were replaced: an identical rewrite is a new inode, whose
+// extent the run moved onto the keeper. Whoever references the block's extent now, in a
+// surviving indexed snapshot (`alive_otransid`: root -> otransid), at the same offset. One
+// LOGICAL_INO per candidate file found (and per block no candidate takes), not per block.
 uint64_t move_by_extent_refs(FilesystemQueries& fs, BlockIndex& index, std::vector<IndexedBlock>& blocks,
                              const std::map<uint64_t, uint64_t>& alive_otransid);
 
