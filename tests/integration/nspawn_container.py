@@ -41,6 +41,7 @@ SUITE = "bookworm"
 ROOTFS_PACKAGES = sorted([
     "systemd", "dbus", "man-db", "btrfs-progs", "snapper", "btrbk",
     "libbtrfsutil1", "libboost-program-options1.74.0", "libsqlite3-0", "libzstd1", "libxxhash0",
+    "libisal2", "libsodium23",  # sector checksums for fingerprints (index/fingerprint.cpp)
     "libasan8", "libubsan1",
 ])
 # The machine's apt settings that its mirror needs (its Release files may be old snapshots).

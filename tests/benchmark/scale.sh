@@ -1,0 +1,335 @@
+#!/usr/bin/env bash
+# Benchmark: does snapdedupe's nightly run stay as cheap with 100 snapshots as with 10?
+# (issue 10, "Scale rows"; done when the nightly time at 100 snapshots is within 1.2x of the
+# time at 10.)
+#
+# The series: two source hosts (subvolumes of a scratch loop btrfs) of about HOST_MIB each, from
+# real files of this machine (libraries from /usr/lib/x86_64-linux-gnu, the two hosts sharing
+# two thirds of theirs; /usr/share/doc; the Python tree), a random VM image and a log. Every day
+# a read-only snapshot of each host is sent, incrementally after day 0, into a second loop btrfs
+# (on a loop device with direct I/O), the backup target: one directory of name.YYYYMMDD
+# subvolumes, as btrbk receives them; the source keeps only the newest snapshot, the parent of
+# the next send. The same churn every day on each host: an identical reinstall of the next
+# CHURN_MIB of its libraries (files of at most CHURN_MIB/8, in turn, so every day has
+# CHURN_MIB..1.125 x CHURN_MIB of new copies of bytes the target already holds), and unique data:
+# CHURN_MIB/10 appended to the log (rotated on days ending in 5) and CHURN_MIB/10 of random 64 KiB
+# writes into the VM image.
+#
+# Days 0 .. P1-1 are received and caught up with one untimed `run` (P1, P2, P3 = SCALE_POINTS,
+# default 10 30 100); then day P1 is received and its nightly run timed: row "P1 snapshots" (P1
+# snapshots per lineage processed before, P1+1 on disk). Every day up to P2-1 is received and
+# caught up with an untimed nightly run (caches not dropped), day P2 is timed, and so on. After
+# the last point, day P3+1 is received, retention deletes the oldest snapshot of each lineage
+# (the script then waits for the cleaner, `btrfs subvolume sync`, so the row measures snapdedupe
+# and not the cleaner, and its space figures are not the deletion's), and that nightly run is
+# timed: row "P3 after retention" (its run also forgets the deleted snapshots).
+#
+# Each run is `snapdedupe run --json --db INDEX TARGET/backup`, the index outside the target.
+# Per timed row: the snapshots per lineage on disk and processed by the run; wall, user and
+# system time and peak RSS (wait4 of snapdedupe); bytes read (read_bytes of snapdedupe, from
+# /proc/<wrapper>/io after it is reaped); the run's changed and deduped bytes (its --json);
+# data freed, metadata growth (one copy) and net freed (data plus every copy of metadata) from
+# `btrfs filesystem df` after a sync; and integrity: every file of the involved snapshots (of
+# each lineage: the oldest on disk, the newest processed before, and the new one; INTEGRITY=all:
+# every snapshot on the target) hashes (b2sum) the same after the run as before it. Caches are
+# dropped before each timed run. Prints a markdown table and the ratio of the wall times at the
+# last and the first point.
+#
+# Needs root. Not run by CI. At the defaults (2 x 1 GiB hosts, 50 MiB of churn per host a day,
+# 100 days) on 2 cores: about 10 minutes up to the row at 100 (the series, the daily runs, the
+# timed runs and their hashing), and the target holds about 3 GiB of data (sparse images in /tmp).
+# The retention row's run alone took 22 minutes with snapdedupe b08cb1b (forgetting the deleted
+# snapshots: a LOGICAL_INO per indexed block of theirs); RUN_TIMEOUT=seconds bounds each timed
+# run (a run stopped so shows exit 124).
+#
+#   sudo tests/benchmark/scale.sh
+#   sudo HOST_MIB=64 CHURN_MIB=4 SCALE_POINTS="3 5 8" tests/benchmark/scale.sh   # a quick look
+# SNAPDEDUPE=binary (default: packaging/build.sh's), INTEGRITY=all, RUN_TIMEOUT, KEEP=1 (keep
+# the work dir).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+[ "$(id -u)" -eq 0 ] || { echo "scale.sh: must run as root" >&2; exit 1; }
+host_mib=${HOST_MIB:-1024}
+churn_mib=${CHURN_MIB:-50}
+read -r -a points <<<"${SCALE_POINTS:-10 30 100}"
+integrity=${INTEGRITY:-involved}
+run_timeout=${RUN_TIMEOUT:-0} # 0: none
+prev=0
+for p in "${points[@]}"; do
+    [[ $p =~ ^[0-9]+$ ]] && [ "$p" -gt "$prev" ] ||
+        { echo "scale.sh: SCALE_POINTS must be increasing positive numbers" >&2; exit 2; }
+    prev=$p
+done
+[ "${#points[@]}" -ge 1 ] || { echo "scale.sh: SCALE_POINTS is empty" >&2; exit 2; }
+last=${points[-1]}
+
+tmp=$(mktemp -d /tmp/snapdedupe-scale.XXXXXX)
+mounts=() loops=()
+cleanup() {
+    set +e
+    for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do mountpoint -q "${mounts[i]}" && umount "${mounts[i]}"; done
+    for dev in "${loops[@]}"; do losetup -d "$dev" 2>/dev/null; done
+    mounts=() loops=()
+}
+trap 'cleanup; [ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM
+
+if [ -z "${SNAPDEDUPE:-}" ]; then
+    "$root/packaging/build.sh" >/dev/null
+    SNAPDEDUPE=${BUILD_DIR:-$root/build}/plugin/snapdedupe
+fi
+# Stripped, as the package ships it: with caches dropped, loading a debug build's 18 MB would
+# count in every timed run's read_bytes.
+strip -o "$tmp/snapdedupe" "$SNAPDEDUPE"
+SNAPDEDUPE=$tmp/snapdedupe
+
+# Runs a command, then writes "wall user sys maxrss_kib read_bytes exit" to $1. read_bytes: the
+# kernel adds a reaped child's I/O counters to its parent's, so this process's /proc/self/io
+# grows by what the tool and its children read from storage.
+cat >"$tmp/measure.py" <<'EOF'
+import os, sys, time
+def read_bytes():
+    with open("/proc/self/io") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("read_bytes:"))
+r0, t0 = read_bytes(), time.monotonic()
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, ru = os.wait4(pid, 0)
+wall = time.monotonic() - t0
+with open(sys.argv[1], "w") as out:
+    out.write(f"{wall:.2f} {ru.ru_utime:.2f} {ru.ru_stime:.2f} {ru.ru_maxrss} {read_bytes() - r0} "
+              f"{os.waitstatus_to_exitcode(status)}\n")
+EOF
+
+# Day 0 of a host and each later day's churn: host directory, host number, day, HOST_MIB,
+# CHURN_MIB, state file (where the reinstall goes on the next day).
+cat >"$tmp/churn.py" <<'EOF'
+import os, random, shutil, sys
+host, n, day, host_mib, churn_mib, state = (sys.argv[1], int(sys.argv[2]), int(sys.argv[3]),
+                                            int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
+rng = random.Random(f"host{n}-day{day}")
+MiB = 1 << 20
+def log_lines(nbytes):
+    out, size = [], 0
+    while size < nbytes:
+        line = (f"Day {day:3d} 03:{len(out) % 60:02d} host{n} app[{rng.randrange(99999)}]: "
+                f"request {rng.getrandbits(64):016x} took {rng.random():.6f}s\n")
+        out.append(line)
+        size += len(line)
+    return "".join(out)
+os.makedirs(f"{host}/var/log", exist_ok=True)
+if day == 0:  # a VM image of random bytes; a first log
+    with open(f"{host}/vm.img", "wb") as vm:
+        for _ in range(host_mib * 20 // 100):
+            vm.write(rng.randbytes(MiB))
+    with open(f"{host}/var/log/syslog", "w") as log:
+        log.write(log_lines(host_mib * MiB // 100))
+    sys.exit(0)
+# An identical reinstall of the next churn_mib of libraries: the same bytes in new extents.
+# Copied by hand: a copy_file_range would share the extents instead.
+libs = sorted(os.path.join(d, f) for d, _, fs in os.walk(f"{host}/usr/lib/x86_64-linux-gnu") for f in fs
+              if not os.path.islink(os.path.join(d, f)))
+libs = [f for f in libs if os.path.getsize(f) <= churn_mib * MiB // 8]
+i = int(open(state).read()) if os.path.exists(state) else 0
+done = 0
+while done < churn_mib * MiB:
+    f = libs[i % len(libs)]
+    i += 1
+    with open(f, "rb") as src, open(f + ".dpkg-new", "wb") as dst:
+        while block := src.read(MiB):
+            dst.write(block)
+    shutil.copystat(f, f + ".dpkg-new")
+    os.replace(f + ".dpkg-new", f)
+    done += os.path.getsize(f)
+with open(state, "w") as s:
+    s.write(f"{i % len(libs)}\n")
+# Unique data: the log (rotated on days ending in 5), random writes into the VM image.
+if day % 10 == 5:
+    os.replace(f"{host}/var/log/syslog", f"{host}/var/log/syslog.1")
+with open(f"{host}/var/log/syslog", "a") as log:
+    log.write(log_lines(churn_mib * MiB // 10))
+with open(f"{host}/vm.img", "r+b") as vm:
+    blocks = os.fstat(vm.fileno()).st_size // 4096
+    for _ in range(max(1, churn_mib * MiB // 10 // 65536)):
+        vm.seek(rng.randrange(blocks - 16) * 4096)
+        vm.write(rng.randbytes(65536))
+EOF
+
+# --- loop filesystems ------------------------------------------------------------------------
+
+new_btrfs() { # image mountpoint size_mib [losetup option...]: a fresh btrfs on a fresh loop device
+    local image=$1 mnt=$2 size=$3 dev
+    shift 3
+    truncate -s "${size}M" "$image"
+    dev=$(losetup -f --show "$@" "$image")
+    loops+=("$dev")
+    mkfs.btrfs -q -f "$dev" >/dev/null
+    mkdir -p "$mnt"
+    mount -o noatime "$dev" "$mnt"
+    mounts+=("$mnt")
+}
+space() { # mountpoint: "data_used metadata_used metadata_copies" (bytes), after a commit
+    btrfs filesystem sync "$1" >/dev/null
+    btrfs filesystem df -b "$1" | awk '
+        /^Data,/     { split($0, a, "used="); d = a[2] + 0 }
+        /^Metadata,/ { split($0, a, "used="); m = a[2] + 0; c = ($2 ~ /DUP|RAID1|RAID10/) ? 2 : 1 }
+        END { printf "%.0f %.0f %d\n", d, m, c }'
+}
+manifest() { # directory [entry...]: every file's b2sum, in a stable order
+    local dir=$1
+    shift
+    (cd "$dir" && find "${@:-.}" -type f -print0 | xargs -0 -r -P2 -n64 b2sum) | LC_ALL=C sort
+}
+
+# --- the series ------------------------------------------------------------------------------
+
+pick() { # budget_mib filter(awk condition on NR) dir...: paths (relative to /) within the budget
+    local budget=$1 cond=$2
+    shift 2
+    find "$@" -xdev \( -type f -o -type l \) -printf '%s %P\n' | LC_ALL=C sort -k2 |
+        awk -v b=$((budget << 20)) -v pre="${1#/}/" "$cond"' { t += $1; if (t <= b) print pre substr($0, index($0, " ") + 1) }'
+}
+host_files() { # host number (0 or 1): the host's files from this machine
+    local keep='NR % 4 != 3'
+    [ "$1" -eq 1 ] && keep='NR % 4 != 0' # two hosts, two thirds of their libraries shared
+    pick $((host_mib * 50 / 100)) "$keep" /usr/lib/x86_64-linux-gnu
+    pick $((host_mib * 12 / 100)) 1 /usr/share/doc
+    pick $((host_mib * 8 / 100)) 1 /usr/lib/python3.11
+}
+snap_name() { echo "$1.$(date -u -d "2026-01-01 + $2 days" +%Y%m%d)"; }
+hosts=(hostA hostB)
+churn() { # day: each host's churn of that day
+    local n
+    for n in 0 1; do
+        python3 "$tmp/churn.py" "$src/${hosts[n]}" $n "$1" "$host_mib" "$churn_mib" "$tmp/reinstall.$n"
+    done
+}
+send_day() { # day: snapshot both hosts and send them into the target, btrbk-style
+    local d=$1 h name parent
+    for h in "${hosts[@]}"; do
+        name=$(snap_name "$h" "$d")
+        btrfs -q subvolume snapshot -r "$src/$h" "$src/snaps/$name"
+        if [ "$d" -gt 0 ]; then
+            parent=$(snap_name "$h" $((d - 1)))
+            btrfs -q send -p "$src/snaps/$parent" "$src/snaps/$name" | btrfs -q receive "$tgt/backup"
+            btrfs -q subvolume delete "$src/snaps/$parent" # the source keeps only the next parent
+        else
+            btrfs -q send "$src/snaps/$name" | btrfs -q receive "$tgt/backup"
+        fi
+    done
+}
+day() { churn "$1"; send_day "$1"; } # one day of the series
+
+# --- the runs --------------------------------------------------------------------------------
+
+run_failures=0
+catch_up() { # label: an untimed run, its wall time logged
+    local t0 t1 rc=0
+    t0=$(date +%s.%N)
+    "$SNAPDEDUPE" run --db "$tmp/index.sqlite" "$tgt/backup" >>"$tmp/catch-up.log" 2>&1 || rc=$?
+    t1=$(date +%s.%N)
+    echo "$1 $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') $rc" >>"$tmp/catch-up.times"
+    if [ "$rc" -ne 0 ]; then
+        run_failures=$((run_failures + 1))
+        echo "$(date +%T) catch-up run $1 exited $rc (see the log)" >&2
+        tail -5 "$tmp/catch-up.log" >&2
+    fi
+}
+on_disk() { find "$tgt/backup" -mindepth 1 -maxdepth 1 -name "$1.*" | wc -l; } # host: its snapshots
+involved() { # the snapshots to hash: of each lineage the oldest, the newest two (or all)
+    local h
+    if [ "$integrity" = all ]; then
+        (cd "$tgt/backup" && ls -1)
+        return
+    fi
+    for h in "${hosts[@]}"; do
+        (cd "$tgt/backup" && ls -1d "$h".* | LC_ALL=C sort | sed -n '1p; $p' && ls -1d "$h".* | LC_ALL=C sort | tail -2 | head -1)
+    done | LC_ALL=C sort -u
+}
+results=()
+timed() { # row label: the nightly run, timed on cold caches
+    local label=$1 d0 m0 copies d1 m1 load snaps entries
+    snaps=$(on_disk hostA)/$(on_disk hostB)
+    mapfile -t entries < <(involved)
+    manifest "$tgt/backup" "${entries[@]}" >"$tmp/manifest.before"
+    read -r d0 m0 copies < <(space "$tgt")
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    python3 "$tmp/measure.py" "$tmp/time" timeout "$run_timeout" "$SNAPDEDUPE" run --json --db "$tmp/index.sqlite" \
+        "$tgt/backup" >"$tmp/run.$label.json" 2>"$tmp/run.$label.err" || true
+    read -r d1 m1 _ < <(space "$tgt")
+    local same=same
+    manifest "$tgt/backup" "${entries[@]}" | cmp -s - "$tmp/manifest.before" || same=DIFFERENT
+    local report
+    report=$(python3 -c 'import json, sys
+j = json.load(open(sys.argv[1]))
+print(j["snapshots_processed"], j["bytes_changed"], j["deduped_bytes"])' "$tmp/run.$label.json" 2>/dev/null ||
+        echo "- - -")
+    results+=("$label $snaps $report $(cat "$tmp/time") $((d0 - d1)) $((m1 - m0)) $copies ${#entries[@]} $same $load")
+    echo "$(date +%T) $label: ${results[-1]}" >&2
+}
+
+# --- the benchmark ---------------------------------------------------------------------------
+
+started=$(date +%s)
+echo "$(date +%T) building days 0-$((points[0] - 1)) (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+src=$tmp/src.mnt tgt=$tmp/tgt.mnt
+new_btrfs "$tmp/src.img" "$src" $((host_mib * 6 + churn_mib * 40 + 4096))
+new_btrfs "$tmp/target.img" "$tgt" $((host_mib * 6 + (last + 2) * churn_mib * 5 + 4096)) --direct-io=on
+mkdir "$src/snaps" "$tgt/backup"
+for n in 0 1; do
+    btrfs -q subvolume create "$src/${hosts[n]}"
+    host_files $n | tar -C / --files-from=- -cf - | tar -C "$src/${hosts[n]}" -xf -
+done
+day 0
+for ((d = 1; d < points[0]; d++)); do day $d; done
+echo "$(date +%T) first run over days 0-$((points[0] - 1))" >&2
+catch_up "first(days-0-$((points[0] - 1)))"
+d=${points[0]}
+for p in "${points[@]}"; do
+    for (( ; d < p; d++)); do day $d; catch_up "day$d"; done
+    echo "$(date +%T) day $p" >&2
+    day "$p"
+    timed "$p"
+    d=$((p + 1))
+done
+day $d
+for h in "${hosts[@]}"; do # retention: the oldest of each lineage goes
+    btrfs -q subvolume delete "$tgt/backup/$(cd "$tgt/backup" && ls -1d "$h".* | LC_ALL=C sort | head -1)"
+done
+btrfs -q subvolume sync "$tgt"
+timed "$last-after-retention"
+read -r target_data _ < <(space "$tgt")
+index_size=$(stat -c %s "$tmp/index.sqlite")
+elapsed=$(($(date +%s) - started))
+
+mib() { awk -v b="$1" 'BEGIN { printf "%.0f MiB", b / 1048576 }'; }
+echo
+echo "$(date -u +%F), $(nproc) cores, $(free -g | awk '/^Mem:/ { print $2 }') GiB, $(uname -r):" \
+    "2 hosts x ~$host_mib MiB, $churn_mib MiB of churn per host a day (+$(awk -v c="$churn_mib" 'BEGIN { printf "%g", c / 5 }') MiB unique)," \
+    "days 0-$d; at the end $(mib "$target_data") of data on the target, index $(mib "$index_size");" \
+    "$((elapsed / 60)) min in all"
+echo
+echo "| snapshots | on disk A/B | processed | wall s | user s | sys s | peak RSS | read | changed | deduped | data freed | metadata growth | net freed | files same (snapshots) | load |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+for r in "${results[@]}"; do
+    read -r label snaps processed changed deduped wall user sys rss rbytes rc freed growth copies nsnaps same load <<<"$r"
+    [ "$rc" = 0 ] || label="$label (exit $rc)"
+    label=${label/-after-retention/ after retention}
+    [ "$changed" = - ] || changed=$(mib "$changed")
+    [ "$deduped" = - ] || deduped=$(mib "$deduped")
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s (%s) | %s |\n' "$label" "$snaps" \
+        "$processed" "$wall" "$user" "$sys" "$(mib $((rss * 1024)))" "$(mib "$rbytes")" "$changed" "$deduped" \
+        "$(mib "$freed")" "$(mib "$growth")" "$(mib $((freed - copies * growth)))" "$same" "$nsnaps" "$load"
+done
+echo
+read -r _ _ _ _ _ first_wall _ <<<"${results[0]}"
+read -r _ _ _ _ _ last_wall _ <<<"${results[${#points[@]} - 1]}"
+awk -v a="$first_wall" -v b="$last_wall" -v p="${points[0]}" -v q="$last" \
+    'BEGIN { printf "nightly wall at %d / at %d: %.2f (done when <= 1.2)\n", q, p, b / a }'
+awk '$1 ~ /^day/ { n++; s += $2; if ($2 > m) m = $2 } $1 ~ /^first/ { f = $2 }
+     END { printf "untimed runs (warm caches): the first %.1f s; %d daily, mean %.2f s, max %.2f s\n", f, n, n ? s / n : 0, m }' \
+    "$tmp/catch-up.times"
+[ "$run_failures" -eq 0 ] || echo "$run_failures untimed runs failed"
