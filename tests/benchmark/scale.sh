@@ -38,9 +38,10 @@
 # Needs root. Not run by CI. At the defaults (2 x 1 GiB hosts, 50 MiB of churn per host a day,
 # 100 days) on 2 cores: about 10 minutes up to the row at 100 (the series, the daily runs, the
 # timed runs and their hashing), and the target holds about 3 GiB of data (sparse images in /tmp).
-# The retention row's run alone took 22 minutes with snapdedupe b08cb1b (forgetting the deleted
-# snapshots: a LOGICAL_INO per indexed block of theirs); RUN_TIMEOUT=seconds bounds each timed
-# run (a run stopped so shows exit 124).
+# The retention row's run took 22 minutes with snapdedupe b08cb1b (forgetting the deleted
+# snapshots: a LOGICAL_INO per indexed block of theirs), 16 s since d12650a (one per replaced
+# file); RUN_TIMEOUT=seconds bounds each timed run (a run stopped so shows exit 124). About 6
+# minutes in all on a quiet machine.
 #
 #   sudo tests/benchmark/scale.sh
 #   sudo HOST_MIB=64 CHURN_MIB=4 SCALE_POINTS="3 5 8" tests/benchmark/scale.sh   # a quick look

@@ -348,3 +348,21 @@ TEST_CASE("journal: a dry run opens an index from before the journal without wri
     CHECK(file_bytes(path) == before);
     CHECK_FALSE(std::filesystem::exists(path + "-wal")); // nothing waiting to be written either
 }
+
+TEST_CASE("index: status reads a version-1 index as it is, and a newer version is refused")
+{
+    TempDir dir;
+    const std::string path = make_old_index(dir);
+    const std::string before = file_bytes(path);
+    int64_t deferred = -1;
+    CHECK(read_index_readonly(path, std::nullopt,
+                              [&](Database& db) { deferred = db.scalar("SELECT count(*) FROM deferred"); }));
+    CHECK(deferred == 1);
+    CHECK(file_bytes(path) == before); // not rebuilt: only a run's write use does that
+    {
+        Database db(path, false);
+        db.exec("PRAGMA user_version=" + std::to_string(kIndexSchemaVersion + 1));
+    }
+    CHECK_THROWS_AS(read_index_readonly(path, std::nullopt, [](Database&) {}), IndexError);
+    CHECK_THROWS_AS(open_index(path, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", false), IndexError);
+}
