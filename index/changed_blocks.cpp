@@ -4,6 +4,8 @@
 #include "snapshots/kernel/tree_search.h"
 #include "snapshots/kernel/error.h"
 
+#include <linux/btrfs.h>
+#include <linux/btrfs_tree.h>
 #include <linux/fiemap.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -37,6 +39,35 @@ bool fully_backed(const std::vector<FileExtent>& extents, uint64_t begin, uint64
     return false;
 }
 
+// BTRFS_MAX_EXTENT_SIZE: no extent, and so no file extent item, is longer.
+constexpr uint64_t kMaxExtentBytes = 128ULL * 1024 * 1024;
+
+// The file's extents as FIEMAP would list them, from its file extent items (not merged, and
+// without FIEMAP's SHARED flag: computing that walks the backrefs of every extent, a cost that
+// grows with the snapshots sharing it). Holes and inline items cover nothing, so blocks there
+// are not dedupable; delalloc does not occur in the read-only snapshots this keys.
+std::vector<FileExtent> extents_of(const std::vector<FileExtentItem>& items)
+{
+    std::vector<FileExtent> extents;
+    for (const FileExtentItem& item : items) {
+        if (item.disk_bytenr == 0 || item.num_bytes == 0)
+            continue; // a hole, or inline data
+        FileExtent e;
+        e.logical = item.file_offset;
+        e.length = item.num_bytes;
+        if (item.compression != 0) {
+            e.physical = item.disk_bytenr; // bytes inside have no address of their own
+            e.flags |= FIEMAP_EXTENT_ENCODED;
+        } else {
+            e.physical = item.disk_bytenr + item.extent_offset;
+        }
+        if (item.type == BTRFS_FILE_EXTENT_PREALLOC)
+            e.flags |= FIEMAP_EXTENT_UNWRITTEN;
+        extents.push_back(e);
+    }
+    return extents;
+}
+
 } // namespace
 
 std::vector<uint64_t> block_starts(uint64_t file_size, const std::vector<ByteRange>& ranges)
@@ -62,13 +93,14 @@ std::vector<DataBlock> dedupable_blocks(const LabeledFd& file, uint64_t file_siz
         return {};
     uint64_t first = starts.front();
     uint64_t last_end = std::min(file_size, starts.back() + kBlockSize);
-    std::vector<FileExtent> extents = file_extents(file, first, last_end - first);
-    // The file extent items give each block's extent generation, and for compressed extents
-    // the exact key (see below): one tree search per file.
+    // The file extent items say where every byte is, each block's extent generation, and for
+    // compressed extents the exact key (see below): one tree search per file. An item covering
+    // `first` starts at most one extent's largest size before it.
     struct stat st;
     check_sys(::fstat(file.get(), &st), "stat", file.label());
-    uint64_t items_from = extents.empty() ? first : std::min(first, extents.front().logical);
+    uint64_t items_from = first - std::min(first, kMaxExtentBytes);
     std::vector<FileExtentItem> items = file_extent_items(file, 0, st.st_ino, items_from, last_end - 1);
+    std::vector<FileExtent> extents = extents_of(items);
     std::optional<InodeInfo> inode = read_inode(file, 0, st.st_ino);
     if (!inode)
         return {}; // deleted meanwhile

@@ -18,8 +18,8 @@ struct DataBlock {
     BlockKey key;
     // An address inside the block's (first) extent, for LOGICAL_INO: who else references it.
     uint64_t extent_address = 0;
-    // Where the FIEMAP extent holding the block's start begins in the file. FIEMAP merges
-    // adjacent extent items, never splits them, so no item covering the block starts earlier.
+    // Where the file extent item holding the block's start begins in the file: no item
+    // covering the block starts earlier.
     uint64_t map_start = 0;
     bool compressed = false;
     // The file is nodatasum: its extents have no checksums, and only its kind shares them.
