@@ -39,7 +39,7 @@
 # 100 days) on 2 cores: about 10 minutes up to the row at 100 (the series, the daily runs, the
 # timed runs and their hashing), and the target holds about 3 GiB of data (sparse images in /tmp).
 # The retention row's run took 22 minutes with snapdedupe b08cb1b (forgetting the deleted
-# snapshots: a LOGICAL_INO per indexed block of theirs), 16 s since d12650a (one per replaced
+# snapshots: a LOGICAL_INO per indexed block of theirs), 14 s since d12650a (one per replaced
 # file); RUN_TIMEOUT=seconds bounds each timed run (a run stopped so shows exit 124). About 6
 # minutes in all on a quiet machine.
 #
