@@ -1,6 +1,7 @@
 // What a run did, in figures the admin can check against `btrfs filesystem df`.
 #pragma once
 
+#include "index/block_fingerprinter.h"
 #include "plugin/dedupe/dedupe_counters.h"
 #include "snapshots/kernel/space_info.h"
 
@@ -26,10 +27,10 @@ struct SnapshotReport {
     std::vector<PlannedExtent> plan; // filled by dry runs
     std::string parent_path; // empty: a full stream
     uint64_t bytes_changed = 0;
-    uint64_t bytes_hashed = 0; // fingerprinted: the two below
-    uint64_t bytes_fingerprinted_from_csums = 0; // from the checksum tree: no data read
-    uint64_t bytes_read_for_fingerprints = 0;    // read (compressed, nodatasum) and checksummed
+    FingerprintCounts fingerprinted; // from the checksum tree, and read (compressed, nodatasum)
     DedupeCounters dedupe;
+
+    uint64_t bytes_hashed() const { return fingerprinted.from_csums + fingerprinted.read; }
 };
 
 struct RunReport {
@@ -37,9 +38,7 @@ struct RunReport {
     std::vector<std::string> filesystems;
     std::vector<SnapshotReport> snapshots;
     uint64_t bytes_changed = 0;
-    uint64_t bytes_hashed = 0;
-    uint64_t bytes_fingerprinted_from_csums = 0;
-    uint64_t bytes_read_for_fingerprints = 0;
+    FingerprintCounts fingerprinted;
     DedupeCounters dedupe;
     SpaceUsage before, after;
     double seconds = 0;
@@ -47,6 +46,7 @@ struct RunReport {
     std::vector<std::string> failures;
 
     void add(const SnapshotReport& s);
+    uint64_t bytes_hashed() const { return fingerprinted.from_csums + fingerprinted.read; }
 };
 
 void print_human(std::ostream& out, const RunReport& report);

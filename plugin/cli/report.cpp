@@ -51,8 +51,8 @@ std::string label(const std::string& text)
 void print_snapshot_human(std::ostream& out, const SnapshotReport& s)
 {
     out << "snapshot " << s.path << (s.parent_path.empty() ? " (full)" : " (since " + s.parent_path + ")")
-        << ": changed " << human_bytes(s.bytes_changed) << ", fingerprinted " << human_bytes(s.bytes_hashed)
-        << " (read " << human_bytes(s.bytes_read_for_fingerprints) << ")"
+        << ": changed " << human_bytes(s.bytes_changed) << ", fingerprinted " << human_bytes(s.bytes_hashed())
+        << " (read " << human_bytes(s.fingerprinted.read) << ")"
         << ", duplicate " << human_bytes(s.dedupe.duplicate_bytes) << ", deduped "
         << human_bytes(s.dedupe.deduped_bytes) << "\n";
     for (const PlannedExtent& e : s.plan)
@@ -117,13 +117,19 @@ void print_space_json(std::ostream& out, const SpaceUsage& before, const SpaceUs
         << ", \"net_freed\": " << diff(before.raw_used, after.raw_used) << "}";
 }
 
+// bytes_hashed is the sum of the other two: the name predates fingerprints.
+void print_fingerprinted_json(std::ostream& out, const FingerprintCounts& f)
+{
+    out << "\"bytes_hashed\": " << f.from_csums + f.read << ", \"bytes_fingerprinted_from_csums\": " << f.from_csums
+        << ", \"bytes_read_for_fingerprints\": " << f.read << ", ";
+}
+
 void print_snapshot_json(std::ostream& out, const SnapshotReport& s)
 {
     out << "{" << json_bytes_member("path", s.path) << ", "
         << (s.parent_path.empty() ? "\"parent\": null" : json_bytes_member("parent", s.parent_path))
-        << ", \"bytes_changed\": " << s.bytes_changed << ", \"bytes_hashed\": " << s.bytes_hashed
-        << ", \"bytes_fingerprinted_from_csums\": " << s.bytes_fingerprinted_from_csums
-        << ", \"bytes_read_for_fingerprints\": " << s.bytes_read_for_fingerprints << ", ";
+        << ", \"bytes_changed\": " << s.bytes_changed << ", ";
+    print_fingerprinted_json(out, s.fingerprinted);
     print_counters_json(out, s.dedupe);
     out << ", \"plan\": [";
     for (size_t e = 0; e < s.plan.size(); ++e) {
@@ -141,9 +147,8 @@ void RunReport::add(const SnapshotReport& s)
 {
     snapshots.push_back(s);
     bytes_changed += s.bytes_changed;
-    bytes_hashed += s.bytes_hashed;
-    bytes_fingerprinted_from_csums += s.bytes_fingerprinted_from_csums;
-    bytes_read_for_fingerprints += s.bytes_read_for_fingerprints;
+    fingerprinted.from_csums += s.fingerprinted.from_csums;
+    fingerprinted.read += s.fingerprinted.read;
     dedupe.add(s.dedupe);
 }
 
@@ -154,9 +159,9 @@ void print_human(std::ostream& out, const RunReport& r)
     out << (r.dry_run ? "dry run: nothing was changed\n" : "");
     out << label("snapshots processed:") << r.snapshots.size() << "\n";
     out << label("changed (send):") << human_bytes(r.bytes_changed) << "\n";
-    out << label("fingerprinted:") << human_bytes(r.bytes_hashed) << "\n";
-    out << label("  from checksums:") << human_bytes(r.bytes_fingerprinted_from_csums) << " (nothing read)\n";
-    out << label("  read:") << human_bytes(r.bytes_read_for_fingerprints) << " (compressed, nodatasum)\n";
+    out << label("fingerprinted:") << human_bytes(r.bytes_hashed()) << "\n";
+    out << label("  from checksums:") << human_bytes(r.fingerprinted.from_csums) << " (nothing read)\n";
+    out << label("  read:") << human_bytes(r.fingerprinted.read) << " (compressed, nodatasum)\n";
     print_counters_human(out, r.dedupe, r.dry_run);
     print_space_human(out, r.before, r.after);
 }
@@ -165,9 +170,8 @@ void print_json(std::ostream& out, const RunReport& r)
 {
     out << "{\"dry_run\": " << (r.dry_run ? "true" : "false") << ", "
         << json_bytes_list_member("filesystems", r.filesystems) << ", \"snapshots_processed\": " << r.snapshots.size()
-        << ", \"bytes_changed\": " << r.bytes_changed << ", \"bytes_hashed\": " << r.bytes_hashed
-        << ", \"bytes_fingerprinted_from_csums\": " << r.bytes_fingerprinted_from_csums
-        << ", \"bytes_read_for_fingerprints\": " << r.bytes_read_for_fingerprints << ", ";
+        << ", \"bytes_changed\": " << r.bytes_changed << ", ";
+    print_fingerprinted_json(out, r.fingerprinted);
     print_counters_json(out, r.dedupe);
     out << ", \"space\": ";
     print_space_json(out, r.before, r.after);

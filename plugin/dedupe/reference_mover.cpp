@@ -73,9 +73,10 @@ Fate fate_of(const PlannedMove& m, const DedupeResult& r)
 
 } // namespace
 
-void ReferenceMover::run_moves(const std::vector<PlannedMove>& moves, const std::vector<size_t>& selected,
-                               std::vector<DedupeResult>& results)
+uint64_t ReferenceMover::run_moves(const std::vector<PlannedMove>& moves, const std::vector<size_t>& selected,
+                                   std::vector<DedupeResult>& results)
 {
+    uint64_t compared = 0;
     // One ioctl serves every reference that takes the same source range: the snapshots of a
     // lineage usually hold one extent at the same offsets. Groups are visited in source
     // order, so each source file is opened once.
@@ -113,11 +114,12 @@ void ReferenceMover::run_moves(const std::vector<PlannedMove>& moves, const std:
             target_moves.push_back(i);
         }
         if (!targets.empty())
-            compared_bytes_ += length * (1 + targets.size()); // the source, and every destination
+            compared += length * (1 + targets.size()); // the source, and every destination
         std::vector<DedupeResult> done = dedupe_onto(fs_, src.fd.get(), src_offset, length, targets);
         for (size_t t = 0; t < done.size(); ++t)
             results[target_moves[t]] = done[t];
     }
+    return compared;
 }
 
 MoveOutcome ReferenceMover::execute(const ExtentPlan& plan, size_t duplicate_count)
@@ -128,7 +130,6 @@ MoveOutcome ReferenceMover::execute(const ExtentPlan& plan, size_t duplicate_cou
     for (const PlannedMove& m : moves)
         intent.push_back(journal_entry(m, 0));
     journal_.record(intent); // durable before the first reference moves
-    compared_bytes_ = 0;
 
     // Read-only references first; a writable subvolume's only once every read-only reference
     // of the extent has moved. Otherwise a busy snapshot would leave the live subvolume on
@@ -137,7 +138,7 @@ MoveOutcome ReferenceMover::execute(const ExtentPlan& plan, size_t duplicate_cou
     std::vector<size_t> read_only_moves, writable_moves;
     for (size_t i = 0; i < moves.size(); ++i)
         (moves[i].writable ? writable_moves : read_only_moves).push_back(i);
-    run_moves(moves, read_only_moves, results);
+    uint64_t compared = run_moves(moves, read_only_moves, results);
     std::vector<bool> read_only_done(plan.extents.size(), true);
     for (size_t i : read_only_moves) {
         Fate fate = fate_of(moves[i], results[i]);
@@ -145,11 +146,11 @@ MoveOutcome ReferenceMover::execute(const ExtentPlan& plan, size_t duplicate_cou
             read_only_done[moves[i].extent] = false;
     }
     std::erase_if(writable_moves, [&](size_t i) { return !read_only_done[moves[i].extent]; });
-    run_moves(moves, writable_moves, results);
+    compared += run_moves(moves, writable_moves, results);
 
     MoveOutcome outcome;
     DedupeCounters& c = outcome.counters;
-    c.compared_bytes = compared_bytes_;
+    c.compared_bytes = compared;
     std::vector<bool> extent_freed(plan.extents.size(), true);
     std::vector<bool> extent_busy(plan.extents.size(), false);
     for (size_t i = 0; i < moves.size(); ++i) {

@@ -29,12 +29,12 @@ public:
     MoveOutcome execute(const ExtentPlan& plan, size_t duplicate_count);
 
 private:
-    void run_moves(const std::vector<PlannedMove>& moves, const std::vector<size_t>& selected,
-                   std::vector<DedupeResult>& results);
+    // Returns the bytes handed to the kernel to compare: each source range and every target.
+    uint64_t run_moves(const std::vector<PlannedMove>& moves, const std::vector<size_t>& selected,
+                       std::vector<DedupeResult>& results);
 
     FilesystemQueries& fs_;
     MoveJournal& journal_;
-    uint64_t compared_bytes_ = 0; // of the ranges handed to the kernel by this execute()
 };
 
 } // namespace snapdedupe

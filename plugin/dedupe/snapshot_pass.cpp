@@ -121,11 +121,7 @@ void SnapshotPass::scan_file(const LabeledFd& snapshot, const FileChange& change
 
 void SnapshotPass::index_chunk(SnapshotReport& report, std::vector<DuplicateBlock>& duplicates)
 {
-    FingerprintCounts counts;
-    std::vector<std::vector<Fingerprint>> fingerprints = fingerprinter_.fingerprint(chunk_, counts);
-    report.bytes_fingerprinted_from_csums += counts.from_csums;
-    report.bytes_read_for_fingerprints += counts.read;
-    report.bytes_hashed += counts.from_csums + counts.read;
+    std::vector<std::vector<Fingerprint>> fingerprints = fingerprinter_.fingerprint(chunk_, report.fingerprinted);
     for (size_t f = 0; f < chunk_.size(); ++f) {
         const FileBlocks& file = chunk_[f];
         for (size_t b = 0; b < file.blocks.size(); ++b) {

@@ -22,17 +22,14 @@ RunReport sample_report(bool dry_run)
     SnapshotReport a;
     a.path = "/mnt/snaps/1/snapshot";
     a.bytes_changed = 5ull << 30;
-    a.bytes_hashed = 3ull << 30;
-    a.bytes_fingerprinted_from_csums = 3ull << 30;
+    a.fingerprinted.from_csums = 3ull << 30;
     a.dedupe.duplicate_bytes = 1000;
     a.dedupe.deduped_bytes = 900;
     SnapshotReport b;
     b.path = "/mnt/snaps/2/snapshot";
     b.parent_path = "/mnt/snaps/1/snapshot";
     b.bytes_changed = 123456789;
-    b.bytes_hashed = 12345678;
-    b.bytes_fingerprinted_from_csums = 11345678;
-    b.bytes_read_for_fingerprints = 1000000;
+    b.fingerprinted = {11345678, 1000000}; // 12,345,678 fingerprinted
     b.plan.push_back({4096 * 1000, 131072, 3, 16384, true});
     b.plan.push_back({4096 * 2000, 4096, 1, 0, false});
     DedupeCounters& c = b.dedupe;

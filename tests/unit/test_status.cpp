@@ -47,7 +47,7 @@ SnapshotReport snapshot_report(uint64_t hashed, uint64_t deduped)
 {
     SnapshotReport s;
     s.path = "/snaps/x";
-    s.bytes_hashed = hashed;
+    s.fingerprinted.from_csums = hashed;
     s.dedupe.deduped_bytes = deduped;
     return s;
 }
