@@ -44,17 +44,13 @@ idle_seconds=${IDLE_SECONDS:-60}
 bees_timeout=${BEES_TIMEOUT:-2400}
 
 tmp=$(mktemp -d /tmp/snapdedupe-peers.XXXXXX)
-mounts=() loops=() bees_wrapper=""
-cleanup() {
-    set +e
+bees_wrapper=""
+bench_stop_tools() { # bees, if it still runs: before its filesystem is unmounted
     [ -n "$bees_wrapper" ] && kill -TERM "$bees_wrapper" 2>/dev/null && wait "$bees_wrapper" 2>/dev/null
     bees_wrapper=""
-    for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do mountpoint -q "${mounts[i]}" && umount "${mounts[i]}"; done
-    for dev in "${loops[@]}"; do losetup -d "$dev" 2>/dev/null; done
-    mounts=() loops=()
 }
-trap 'cleanup; [ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=tests/benchmark/bench-lib.sh
+. "$root/tests/benchmark/bench-lib.sh"
 
 # --- tools -----------------------------------------------------------------------------------
 
@@ -62,42 +58,9 @@ peers=${PEERS_DIR:-$tmp/peers}
 [ -x "$peers/bin/duperemove" ] && [ -x "$peers/bin/bees" ] ||
     "${PEERS_SRC:-$root/../shared/peers}/build.sh" "$peers" >"$tmp/peers-build.log" 2>&1 ||
     { cat "$tmp/peers-build.log" >&2; exit 1; }
-if [ -z "${SNAPDEDUPE:-}" ]; then
-    "$root/packaging/build.sh" >/dev/null
-    SNAPDEDUPE=${BUILD_DIR:-$root/build}/plugin/snapdedupe
-fi
-# Stripped, as the package ships it (CPACK_STRIP_FILES): with caches dropped, loading the debug
-# build's 18 MB would count in its read_bytes.
-strip -o "$tmp/snapdedupe" "$SNAPDEDUPE"
-SNAPDEDUPE=$tmp/snapdedupe
-if [ -n "${SNAPDEDUPE_BEFORE:-}" ]; then
-    strip -o "$tmp/snapdedupe-before" "$SNAPDEDUPE_BEFORE"
-    SNAPDEDUPE_BEFORE=$tmp/snapdedupe-before
-fi
-
-# Runs a command, then writes "wall user sys maxrss_kib read_bytes exit" to $1. read_bytes: the
-# kernel adds a reaped child's I/O counters to its parent's, so this process's /proc/self/io
-# grows by what the tool and its children read from storage. SIGTERM is passed on (bees).
-cat >"$tmp/measure.py" <<'EOF'
-import os, signal, sys, time
-def read_bytes():
-    with open("/proc/self/io") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("read_bytes:"))
-r0, t0 = read_bytes(), time.monotonic()
-pid = os.fork()
-if pid == 0:
-    os.execvp(sys.argv[2], sys.argv[2:])
-def stop(*_):  # passed on; a tool that does not stop within a minute is killed
-    os.kill(pid, signal.SIGTERM)
-    signal.signal(signal.SIGALRM, lambda *_: os.kill(pid, signal.SIGKILL))
-    signal.alarm(60)
-signal.signal(signal.SIGTERM, stop)
-_, status, ru = os.wait4(pid, 0)
-wall = time.monotonic() - t0
-with open(sys.argv[1], "w") as out:
-    out.write(f"{wall:.1f} {ru.ru_utime:.1f} {ru.ru_stime:.1f} {ru.ru_maxrss} {read_bytes() - r0} "
-              f"{os.waitstatus_to_exitcode(status)}\n")
-EOF
+SNAPDEDUPE=$(snapdedupe_binary)
+[ -z "${SNAPDEDUPE_BEFORE:-}" ] || SNAPDEDUPE_BEFORE=$(stripped "$SNAPDEDUPE_BEFORE" snapdedupe-before)
+write_measure_py 1
 
 # Day 0 of a host ($1: directory, $2: host number) and each later day's churn ($3: day).
 cat >"$tmp/churn.py" <<'EOF'
@@ -137,55 +100,8 @@ with open(f"{host}/vm.img", "r+b") as vm:  # random small writes into the VM ima
         vm.write(rng.randbytes(rng.choice((4096, 16384, 65536))))
 EOF
 
-# --- loop filesystems ------------------------------------------------------------------------
-
-attach() { # image mountpoint [losetup option...]: a fresh loop device, mounted
-    local image=$1 mnt=$2 dev
-    shift 2
-    dev=$(losetup -f --show "$@" "$image")
-    loops+=("$dev")
-    mkdir -p "$mnt"
-    mount -o noatime "$dev" "$mnt"
-    mounts+=("$mnt")
-}
-new_btrfs() { # image mountpoint size_mib
-    truncate -s "$3M" "$1"
-    local dev
-    dev=$(losetup -f --show "$1")
-    loops+=("$dev")
-    mkfs.btrfs -q -f "$dev" >/dev/null
-    mkdir -p "$2"
-    mount -o noatime "$dev" "$2"
-    mounts+=("$2")
-}
-space() { # mountpoint: "data_used metadata_used metadata_copies" (bytes), after a commit
-    btrfs filesystem sync "$1" >/dev/null
-    btrfs filesystem df -b "$1" | awk '
-        /^Data,/     { split($0, a, "used="); d = a[2] + 0 }
-        /^Metadata,/ { split($0, a, "used="); m = a[2] + 0; c = ($2 ~ /DUP|RAID1|RAID10/) ? 2 : 1 }
-        END { printf "%.0f %.0f %d\n", d, m, c }'
-}
-manifest() { # directory [entry...]: every file's b2sum, in a stable order
-    local dir=$1
-    shift
-    (cd "$dir" && find "${@:-.}" -type f -print0 | xargs -0 -r -P2 -n64 b2sum) | LC_ALL=C sort
-}
-
 # --- the series ------------------------------------------------------------------------------
 
-pick() { # budget_mib filter(awk condition on NR) dir...: paths (relative to /) within the budget
-    local budget=$1 cond=$2
-    shift 2
-    find "$@" -xdev \( -type f -o -type l \) -printf '%s %P\n' | LC_ALL=C sort -k2 |
-        awk -v b=$((budget << 20)) -v pre="${1#/}/" "$cond"' { t += $1; if (t <= b) print pre substr($0, index($0, " ") + 1) }'
-}
-host_files() { # host number (0 or 1): the host's files from this machine
-    local keep='NR % 4 != 3'
-    [ "$1" -eq 1 ] && keep='NR % 4 != 0' # two hosts, two thirds of their libraries shared
-    pick $((host_mib * 50 / 100)) "$keep" /usr/lib/x86_64-linux-gnu
-    pick $((host_mib * 12 / 100)) 1 /usr/share/doc
-    pick $((host_mib * 8 / 100)) 1 /usr/lib/python3.11
-}
 snap_name() { printf '%s.202611%02d' "$1" $(($2 + 1)); }
 send_day() { # day [stream-file prefix]: snapshot both hosts; send into the target, or to files
     local d=$1 h name parent

@@ -65,43 +65,10 @@ done
 last=${points[-1]}
 
 tmp=$(mktemp -d /tmp/snapdedupe-scale.XXXXXX)
-mounts=() loops=()
-cleanup() {
-    set +e
-    for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do mountpoint -q "${mounts[i]}" && umount "${mounts[i]}"; done
-    for dev in "${loops[@]}"; do losetup -d "$dev" 2>/dev/null; done
-    mounts=() loops=()
-}
-trap 'cleanup; [ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
-trap 'exit 130' INT TERM
-
-if [ -z "${SNAPDEDUPE:-}" ]; then
-    "$root/packaging/build.sh" >/dev/null
-    SNAPDEDUPE=${BUILD_DIR:-$root/build}/plugin/snapdedupe
-fi
-# Stripped, as the package ships it: with caches dropped, loading a debug build's 18 MB would
-# count in every timed run's read_bytes.
-strip -o "$tmp/snapdedupe" "$SNAPDEDUPE"
-SNAPDEDUPE=$tmp/snapdedupe
-
-# Runs a command, then writes "wall user sys maxrss_kib read_bytes exit" to $1. read_bytes: the
-# kernel adds a reaped child's I/O counters to its parent's, so this process's /proc/self/io
-# grows by what the tool and its children read from storage.
-cat >"$tmp/measure.py" <<'EOF'
-import os, sys, time
-def read_bytes():
-    with open("/proc/self/io") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("read_bytes:"))
-r0, t0 = read_bytes(), time.monotonic()
-pid = os.fork()
-if pid == 0:
-    os.execvp(sys.argv[2], sys.argv[2:])
-_, status, ru = os.wait4(pid, 0)
-wall = time.monotonic() - t0
-with open(sys.argv[1], "w") as out:
-    out.write(f"{wall:.2f} {ru.ru_utime:.2f} {ru.ru_stime:.2f} {ru.ru_maxrss} {read_bytes() - r0} "
-              f"{os.waitstatus_to_exitcode(status)}\n")
-EOF
+# shellcheck source=tests/benchmark/bench-lib.sh
+. "$root/tests/benchmark/bench-lib.sh"
+SNAPDEDUPE=$(snapdedupe_binary)
+write_measure_py 2
 
 # Day 0 of a host and each later day's churn: host directory, host number, day, HOST_MIB,
 # CHURN_MIB, state file (where the reinstall goes on the next day).
@@ -157,47 +124,8 @@ with open(f"{host}/vm.img", "r+b") as vm:
         vm.write(rng.randbytes(65536))
 EOF
 
-# --- loop filesystems ------------------------------------------------------------------------
-
-new_btrfs() { # image mountpoint size_mib [losetup option...]: a fresh btrfs on a fresh loop device
-    local image=$1 mnt=$2 size=$3 dev
-    shift 3
-    truncate -s "${size}M" "$image"
-    dev=$(losetup -f --show "$@" "$image")
-    loops+=("$dev")
-    mkfs.btrfs -q -f "$dev" >/dev/null
-    mkdir -p "$mnt"
-    mount -o noatime "$dev" "$mnt"
-    mounts+=("$mnt")
-}
-space() { # mountpoint: "data_used metadata_used metadata_copies" (bytes), after a commit
-    btrfs filesystem sync "$1" >/dev/null
-    btrfs filesystem df -b "$1" | awk '
-        /^Data,/     { split($0, a, "used="); d = a[2] + 0 }
-        /^Metadata,/ { split($0, a, "used="); m = a[2] + 0; c = ($2 ~ /DUP|RAID1|RAID10/) ? 2 : 1 }
-        END { printf "%.0f %.0f %d\n", d, m, c }'
-}
-manifest() { # directory [entry...]: every file's b2sum, in a stable order
-    local dir=$1
-    shift
-    (cd "$dir" && find "${@:-.}" -type f -print0 | xargs -0 -r -P2 -n64 b2sum) | LC_ALL=C sort
-}
-
 # --- the series ------------------------------------------------------------------------------
 
-pick() { # budget_mib filter(awk condition on NR) dir...: paths (relative to /) within the budget
-    local budget=$1 cond=$2
-    shift 2
-    find "$@" -xdev \( -type f -o -type l \) -printf '%s %P\n' | LC_ALL=C sort -k2 |
-        awk -v b=$((budget << 20)) -v pre="${1#/}/" "$cond"' { t += $1; if (t <= b) print pre substr($0, index($0, " ") + 1) }'
-}
-host_files() { # host number (0 or 1): the host's files from this machine
-    local keep='NR % 4 != 3'
-    [ "$1" -eq 1 ] && keep='NR % 4 != 0' # two hosts, two thirds of their libraries shared
-    pick $((host_mib * 50 / 100)) "$keep" /usr/lib/x86_64-linux-gnu
-    pick $((host_mib * 12 / 100)) 1 /usr/share/doc
-    pick $((host_mib * 8 / 100)) 1 /usr/lib/python3.11
-}
 snap_name() { echo "$1.$(date -u -d "2026-01-01 + $2 days" +%Y%m%d)"; }
 hosts=(hostA hostB)
 churn() { # day: each host's churn of that day
