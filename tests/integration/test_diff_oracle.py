@@ -419,19 +419,10 @@ class EditOps(RandomOps):
         os.chown(self.p(rel), uid, gid)
         return f"chown {rel} {uid}:{gid}"
 
-    def op_xattr(self, files, dirs):
-        """As RandomOps', with printable values: `btrfs receive --dump` prints set_xattr data raw,
-        and a newline in it would split the dump's line."""
-        rel = self.rng.choice(files + dirs[1:])
-        name = self.rng.choice(["user.a", "user.b"])
-        if self.rng.random() < 0.3:
-            try:
-                os.removexattr(self.p(rel), name)
-            except OSError:
-                pass
-            return f"removexattr {rel} {name}"
-        os.setxattr(self.p(rel), name, self.rng.randbytes(self.rng.randint(0, 100)).hex().encode())
-        return f"setxattr {rel} {name}"
+    def xattr_value(self):
+        """Printable: `btrfs receive --dump` prints set_xattr data raw, and a newline in it would
+        split the dump's line."""
+        return self.rng.randbytes(self.rng.randint(0, 100)).hex().encode()
 
     def op_touch(self, files, dirs):
         rel = self.rng.choice(files + dirs[1:])

@@ -253,6 +253,10 @@ class RandomOps:
         os.chmod(self.p(rel), mode)
         return f"chmod {rel} {mode:o}"
 
+    def xattr_value(self):
+        """The bytes of a new extended attribute value: any bytes."""
+        return self.rng.randbytes(self.rng.randint(0, 200))
+
     def op_xattr(self, files, dirs):
         rel = self.rng.choice(files + dirs[1:])
         name = self.rng.choice(["user.a", "user.b"])
@@ -262,7 +266,7 @@ class RandomOps:
             except OSError:
                 pass
             return f"removexattr {rel} {name}"
-        os.setxattr(self.p(rel), name, self.rng.randbytes(self.rng.randint(0, 200)))
+        os.setxattr(self.p(rel), name, self.xattr_value())
         return f"setxattr {rel} {name}"
 
     def op_mkdir(self, files, dirs):
