@@ -2,6 +2,7 @@
 
 #include "index/block_index.h"
 #include "index/index_file.h"
+#include "plugin/diff_ahead.h"
 #include "plugin/upkeep/maintenance_lock.h"
 #include "plugin/upkeep/run_recorder.h"
 #include "plugin/upkeep/snapshot_forgetter.h"
@@ -25,6 +26,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <utility>
 
 namespace snapdedupe {
 
@@ -147,7 +149,7 @@ void remember_deleted(const Snapshot& snapshot, const Lineage& lineage, const Li
 
 // One snapshot in one transaction: a killed run resumes at the first snapshot not committed.
 void process_snapshot(const Snapshot& snapshot, const Snapshot* parent, const Lineage& lineage,
-                      const LineageContext& ctx, RunReport& report)
+                      const LineageContext& ctx, RunReport& report, std::optional<ChangeSet> diffed)
 {
     std::optional<Transaction> tx;
     if (!ctx.dry_run)
@@ -159,57 +161,119 @@ void process_snapshot(const Snapshot& snapshot, const Snapshot* parent, const Li
         ctx.progress.now.bytes_total = bytes_total;
         ctx.progress.send();
     };
-    SnapshotReport done = ctx.pass.process(snapshot, parent, lineage.key, progress);
+    SnapshotReport done = ctx.pass.process(snapshot, parent, lineage.key, progress, std::move(diffed));
     if (tx)
         tx->commit();
     ++ctx.progress.finished;
     report.add(done);
 }
 
-// The lineage's snapshots, oldest first, each diffed against the newest earlier one that
-// still exists. Retention may delete snapshots while we work: a snapshot deleted during the
-// run is skipped with a note (the next run diffs its successor against the one before it),
-// and a deleted predecessor is passed over. A snapshot the kernel cannot send at all (a path
-// longer than send allows: ENAMETOOLONG) is named, skipped, and fails the run at its end, so
-// it does not stop the others every night.
-void process_lineage(const Filesystem& fs, const Lineage& lineage, const LineageContext& ctx, RunReport& report)
+// A lineage's way through the run: the next of its snapshots to visit (oldest first), and the
+// earlier ones a later snapshot may be diffed against, newest last.
+struct LineageCursor {
+    const Lineage* lineage;
+    size_t next = 0;
+    std::vector<const Snapshot*> earlier;
+
+    bool done() const { return next == lineage->snapshots.size(); }
+    const Snapshot& snapshot() const { return lineage->snapshots[next]; }
+    const Snapshot* parent() const { return earlier.empty() ? nullptr : earlier.back(); }
+};
+
+// Passes over the snapshots an earlier run processed (what they hold is in the index), up to
+// the next one to process.
+void pass_known(const Filesystem& fs, LineageCursor& c, const LineageContext& ctx)
 {
-    std::vector<const Snapshot*> earlier; // candidates for parent, newest last
-    for (const Snapshot& snapshot : lineage.snapshots) {
-        bool usable = true; // processed, or known: what it holds is in the index
-        for (;;) {
-            const Snapshot* parent = earlier.empty() ? nullptr : earlier.back();
-            if (ctx.index.knows_snapshot(uuid_to_string(snapshot.uuid)))
-                break;
-            try {
-                process_snapshot(snapshot, parent, lineage, ctx, report);
-                break;
-            } catch (const SysError& e) {
-                if (gone(fs, snapshot)) {
-                    std::cerr << "snapdedupe: " << snapshot.path << " was deleted during the run; skipped\n";
-                    remember_deleted(snapshot, lineage, ctx);
-                    break;
-                }
-                if (parent && gone(fs, *parent)) {
-                    earlier.pop_back(); // try again against the one before it
-                    continue;
-                }
-                if (e.err() == EAGAIN) { // our send, retried: another dedupe holds the snapshot
-                    std::cerr << "snapdedupe: " << snapshot.path << ": busy (" << e.what()
-                              << "); the next run processes it\n";
-                    usable = false;
-                    break;
-                }
-                if (e.err() != ENAMETOOLONG)
-                    throw;
-                std::cerr << "snapdedupe: " << snapshot.path << ": skipped: " << e.what() << "\n";
-                report.failures.push_back(snapshot.path + ": " + e.what());
-                usable = false; // its successor is diffed against the one before it
+    for (; !c.done() && ctx.index.knows_snapshot(uuid_to_string(c.snapshot().uuid)); ++c.next)
+        if (!gone(fs, c.snapshot()))
+            c.earlier.push_back(&c.snapshot());
+}
+
+// Processes the cursor's snapshot, diffed against the newest earlier one that still exists
+// (`diffed`: that diff, if made ahead). Retention may delete snapshots while we work: a
+// snapshot deleted during the run is skipped with a note (the next run diffs its successor
+// against the one before it), and a deleted predecessor is passed over. A snapshot the kernel
+// cannot send at all (a path longer than send allows: ENAMETOOLONG) is named, skipped, and
+// fails the run at its end, so it does not stop the others every night.
+void process_next(const Filesystem& fs, LineageCursor& c, const LineageContext& ctx, RunReport& report,
+                  std::optional<ChangeSet> diffed)
+{
+    const Snapshot& snapshot = c.snapshot();
+    bool usable = true; // processed: what it holds is in the index
+    for (;;) {
+        const Snapshot* parent = c.parent();
+        try {
+            // Made against this parent: not used again once the parent is passed over.
+            process_snapshot(snapshot, parent, *c.lineage, ctx, report, std::exchange(diffed, std::nullopt));
+            break;
+        } catch (const SysError& e) {
+            if (gone(fs, snapshot)) {
+                std::cerr << "snapdedupe: " << snapshot.path << " was deleted during the run; skipped\n";
+                remember_deleted(snapshot, *c.lineage, ctx);
                 break;
             }
+            if (parent && gone(fs, *parent)) {
+                c.earlier.pop_back(); // try again against the one before it
+                continue;
+            }
+            if (e.err() == EAGAIN) { // our send, retried: another dedupe holds the snapshot
+                std::cerr << "snapdedupe: " << snapshot.path << ": busy (" << e.what()
+                          << "); the next run processes it\n";
+                usable = false;
+                break;
+            }
+            if (e.err() != ENAMETOOLONG)
+                throw;
+            std::cerr << "snapdedupe: " << snapshot.path << ": skipped: " << e.what() << "\n";
+            report.failures.push_back(snapshot.path + ": " + e.what());
+            usable = false; // its successor is diffed against the one before it
+            break;
         }
-        if (usable && !gone(fs, snapshot))
-            earlier.push_back(&snapshot);
+    }
+    if (usable && !gone(fs, snapshot))
+        c.earlier.push_back(&snapshot);
+    ++c.next;
+}
+
+// The first cursor after `i` (in turn, wrapping, not `i` itself) with a snapshot to process.
+std::optional<size_t> next_in_turn(const std::vector<LineageCursor>& cursors, size_t i)
+{
+    for (size_t step = 1; step < cursors.size(); ++step) {
+        size_t j = (i + step) % cursors.size();
+        if (!cursors[j].done())
+            return j;
+    }
+    return std::nullopt;
+}
+
+// Lineages take turns, a snapshot each, oldest first within each, so that while one snapshot
+// is deduped the next one, another lineage's, is diffed (plugin/diff_ahead.h). With one
+// lineage left, its snapshots follow one another, each diffed in line.
+void process_lineages(const Filesystem& fs, const std::vector<Lineage>& lineages, const LineageContext& ctx,
+                      RunReport& report)
+{
+    std::vector<LineageCursor> cursors;
+    for (const Lineage& lineage : lineages) {
+        cursors.push_back({&lineage, 0, {}});
+        pass_known(fs, cursors.back(), ctx);
+    }
+    std::optional<size_t> turn;
+    for (size_t i = 0; i < cursors.size() && !turn; ++i)
+        if (!cursors[i].done())
+            turn = i;
+    std::unique_ptr<DiffAhead> ahead; // destroyed (the send waited for) before the cursors
+    while (turn) {
+        LineageCursor& c = cursors[*turn];
+        std::optional<ChangeSet> diffed;
+        if (ahead && ahead->is_for(c.snapshot(), c.parent()))
+            diffed = ahead->take();
+        ahead.reset();
+        std::optional<size_t> following = next_in_turn(cursors, *turn);
+        if (following)
+            ahead = std::make_unique<DiffAhead>(cursors[*following].snapshot(), cursors[*following].parent());
+        process_next(fs, c, ctx, report, std::move(diffed));
+        pass_known(fs, c, ctx);
+        turn = following ? following : c.done() ? std::nullopt : turn;
     }
 }
 
@@ -241,8 +305,8 @@ void dedupe_filesystem(FilesystemWork& work, Database& db, const RunOptions& opt
     const bool dedupes = !work.snapshots.empty();
     if (dedupes)
         finish_journal(pass, db, options.dry_run, std::chrono::milliseconds(0), false, report);
-    for (const Lineage& lineage : group_lineages(std::move(work.snapshots)))
-        process_lineage(fs, lineage, {pass, index, db, options.dry_run, progress}, report);
+    process_lineages(fs, group_lineages(std::move(work.snapshots)), {pass, index, db, options.dry_run, progress},
+                     report);
     if (dedupes)
         finish_journal(pass, db, options.dry_run, kBusyBudget, true, report);
     report.after.add(space_usage(fs.fd()));

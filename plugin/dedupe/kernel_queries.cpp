@@ -128,8 +128,8 @@ bool KernelQueries::prefetch(int fd, uint64_t offset, uint64_t length)
 
 void KernelQueries::release(int fd, uint64_t offset, uint64_t length)
 {
-    if (prefetch_)
-        ::posix_fadvise(fd, static_cast<off_t>(offset), static_cast<off_t>(length), POSIX_FADV_DONTNEED);
+    if (dropper_)
+        dropper_->drop(fd, offset, length);
 }
 
 } // namespace snapdedupe

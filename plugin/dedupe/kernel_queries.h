@@ -4,9 +4,11 @@
 #pragma once
 
 #include "plugin/dedupe/filesystem_queries.h"
+#include "plugin/dedupe/page_dropper.h"
 #include "snapshots/kernel/labeled_fd.h"
 
 #include <functional>
+#include <memory>
 #include <vector>
 
 namespace snapdedupe {
@@ -19,7 +21,8 @@ public:
     // true in production.
     explicit KernelQueries(const LabeledFd& filesystem, std::function<void()> after_dedupe_call = {},
                            bool prefetch = true)
-        : fs_(filesystem), after_dedupe_call_(std::move(after_dedupe_call)), prefetch_(prefetch)
+        : fs_(filesystem), after_dedupe_call_(std::move(after_dedupe_call)), prefetch_(prefetch),
+          dropper_(prefetch ? std::make_unique<PageDropper>() : nullptr)
     {
     }
 
@@ -36,7 +39,8 @@ public:
     // FIDEDUPERANGE itself lives with the engine (deduper.h: fideduperange_call).
     std::vector<DedupeCallResult> dedupe_call(int src_fd, uint64_t src_offset, uint64_t length,
                                               const std::vector<DedupeTarget>& targets) override;
-    // pread in 1 MiB steps into one buffer, kept between calls; release: POSIX_FADV_DONTNEED.
+    // pread in 1 MiB steps into one buffer, kept between calls; release: POSIX_FADV_DONTNEED,
+    // on the dropper's thread.
     bool prefetch(int fd, uint64_t offset, uint64_t length) override;
     void release(int fd, uint64_t offset, uint64_t length) override;
 
@@ -45,6 +49,7 @@ private:
     std::function<void()> after_dedupe_call_;
     bool prefetch_;
     std::vector<char> prefetch_buffer_; // the only memory prefetching takes
+    std::unique_ptr<PageDropper> dropper_; // with prefetch only: nothing else is dropped
 };
 
 } // namespace snapdedupe

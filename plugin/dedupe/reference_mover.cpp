@@ -11,6 +11,8 @@ namespace snapdedupe {
 
 namespace {
 
+constexpr size_t kMaxOpenDestinations = 256;
+
 // Adjacent moves of one extent into one file merge, so a whole duplicate file is usually one
 // ioctl per reference. Moves of different extents stay apart: each extent's fate is its own.
 std::vector<PlannedMove> merge_adjacent(std::vector<PlannedMove> moves)
@@ -86,6 +88,10 @@ uint64_t ReferenceMover::run_moves(const std::vector<PlannedMove>& moves, const 
 
     InodeHandle open_src_handle;
     OpenResult src;
+    // Destinations stay open from one group to the next: a fragmented file's references come
+    // back group after group (each open by handle is two opens, a stat and a close). Bounded,
+    // so a large batch cannot run out of descriptors.
+    std::map<InodeHandle, OpenResult> dst_fds;
     for (auto& [key, members] : groups) {
         auto& [src_handle, src_offset, length] = key;
         if (!src || !(open_src_handle == src_handle)) {
@@ -99,7 +105,8 @@ uint64_t ReferenceMover::run_moves(const std::vector<PlannedMove>& moves, const 
             }
             continue;
         }
-        std::map<InodeHandle, OpenResult> dst_fds;
+        if (dst_fds.size() + members.size() > kMaxOpenDestinations)
+            dst_fds.clear();
         std::vector<DedupeTarget> targets;
         std::vector<size_t> target_moves;
         for (size_t i : members) {

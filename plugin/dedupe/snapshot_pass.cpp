@@ -196,7 +196,8 @@ DedupeCounters SnapshotPass::dedupe_during_run(const std::vector<DuplicateBlock>
 }
 
 SnapshotReport SnapshotPass::process(const Snapshot& snapshot, const Snapshot* parent, const std::string& lineage,
-                                     const std::function<void(uint64_t done, uint64_t total)>& progress)
+                                     const std::function<void(uint64_t done, uint64_t total)>& progress,
+                                     std::optional<ChangeSet> diffed)
 {
     SnapshotReport report;
     report.path = snapshot.path;
@@ -204,7 +205,9 @@ SnapshotReport SnapshotPass::process(const Snapshot& snapshot, const Snapshot* p
         report.parent_path = parent->path;
 
     // The snapshot's directory fd from discovery: its path is never resolved again.
-    ChangeSet changes = diff_snapshot(snapshot.dir, parent ? std::optional<uint64_t>(parent->root_id) : std::nullopt);
+    ChangeSet changes = diffed ? std::move(*diffed)
+                               : diff_snapshot(snapshot.dir, parent ? std::optional<uint64_t>(parent->root_id)
+                                                                    : std::nullopt);
     report.bytes_changed = changes.changed_bytes();
 
     std::vector<DuplicateBlock> duplicates;

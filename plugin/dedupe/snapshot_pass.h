@@ -32,13 +32,15 @@ public:
     SnapshotPass(FilesystemQueries& queries, MoveJournal& journal, BlockIndex& index, BlockFingerprinter fingerprinter,
                  MetadataGeometry geometry, PassPolicy policy);
 
-    // Diffs `snapshot` against `parent` (nullptr: a full stream), fingerprints the changed blocks
+    // Diffs `snapshot` against `parent` (nullptr: a full stream), unless `diffed` holds that
+    // diff already (plugin/diff_ahead.h), fingerprints the changed blocks
     // the index does not know, dedupes the duplicates and records all of it in the index.
     // The caller wraps it in one transaction. `progress`, if set, is called after each file of
     // the change set (and its batch's dedupe, if one ran) with the bytes of the change set
     // done and its total: for a progress line; the engine prints nothing.
     SnapshotReport process(const Snapshot& snapshot, const Snapshot* parent, const std::string& lineage,
-                           const std::function<void(uint64_t done, uint64_t total)>& progress = {});
+                           const std::function<void(uint64_t done, uint64_t total)>& progress = {},
+                           std::optional<ChangeSet> diffed = std::nullopt);
 
     // Finishes the moves the journal holds: left by a run that was killed, by a busy root
     // (EAGAIN) or by an error, in this run or an earlier one. Rounds with doubling pauses

@@ -139,6 +139,8 @@ public:
         const FileExtentItem* item = item_at(inode(file), offset);
         return item ? item->disk_bytenr : 0;
     }
+    // How often open_file opened the file (each open by handle costs two opens and a stat).
+    size_t opens(const InodeHandle& file) const { return opens_.count(file) ? opens_.at(file) : 0; }
     size_t reference_count(uint64_t disk_bytenr) { return extent_references(disk_bytenr).refs.size(); }
     // The block [offset, offset + length) of `file` as the run keys it (index/changed_blocks.h).
     std::optional<DataBlock> block_at(const InodeHandle& file, uint64_t offset, uint64_t length)
@@ -211,6 +213,7 @@ public:
         if (!fd)
             throw SysError("memfd_create for", "the in-memory filesystem", errno);
         open_files_[fd.get()] = file; // a reused fd number is simply registered again
+        ++opens_[file];
         return {std::move(fd), 0};
     }
     std::optional<std::vector<DataBlock>> dedupable_blocks(const InodeHandle& file,
@@ -417,6 +420,7 @@ private:
     uint64_t next_bytenr_ = 1024 * 1024 * 1024;
     uint64_t next_generation_ = 100;
     std::map<int, InodeHandle> open_files_; // fds handed out by open_file
+    std::map<InodeHandle, size_t> opens_;
     std::vector<Failure> failures_;
     std::map<InodeHandle, uint64_t> limits_;
     std::set<uint64_t> incomplete_;

@@ -86,6 +86,9 @@ TEST_CASE("mover: moves of different extents into one file stay apart")
     REQUIRE(journal.count(RecordingJournal::Op::record) == 1);
     CHECK(journal.log()[0].moves.size() == 2); // one per extent, not merged
     CHECK(journal.empty());
+    // Two calls into one destination: it was opened once, and so was the source.
+    CHECK(fs.opens(b) == 1);
+    CHECK(fs.opens(a) == 1);
 }
 
 TEST_CASE("mover: a busy snapshot defers the extent, and the writable reference waits for it")

@@ -1,0 +1,44 @@
+#include "plugin/diff_ahead.h"
+
+#include "snapshots/snapshot_diff.h"
+
+namespace snapdedupe {
+
+namespace {
+
+std::optional<uint64_t> root_of(const Snapshot* parent)
+{
+    return parent ? std::optional<uint64_t>(parent->root_id) : std::nullopt;
+}
+
+} // namespace
+
+DiffAhead::DiffAhead(const Snapshot& snapshot, const Snapshot* parent)
+    : root_id_(snapshot.root_id), parent_root_(root_of(parent))
+{
+    const LabeledFd* dir = &snapshot.dir;
+    std::optional<uint64_t> parent_root = parent_root_;
+    result_ = std::async(std::launch::async, [dir, parent_root] { return diff_snapshot(*dir, parent_root); });
+}
+
+DiffAhead::~DiffAhead()
+{
+    if (result_.valid())
+        result_.wait();
+}
+
+bool DiffAhead::is_for(const Snapshot& snapshot, const Snapshot* parent) const
+{
+    return result_.valid() && snapshot.root_id == root_id_ && root_of(parent) == parent_root_;
+}
+
+std::optional<ChangeSet> DiffAhead::take()
+{
+    try {
+        return result_.get();
+    } catch (const std::exception&) {
+        return std::nullopt; // sent again in line, where the error is handled
+    }
+}
+
+} // namespace snapdedupe

@@ -1,0 +1,98 @@
+// The page dropper against a real file: what it is asked to drop leaves the page cache by the
+// time it is destroyed, and what it is not asked to drop stays. Needs a filesystem with a page
+// cache of its own (not tmpfs, whose pages are the file itself): the test's temp directory.
+#include "plugin/dedupe/page_dropper.h"
+#include "temp_dir.h"
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/mman.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <iterator>
+#include <string>
+#include <vector>
+
+using namespace snapdedupe;
+using namespace snapdedupe::testing;
+
+namespace {
+
+constexpr size_t kPage = 4096;
+// Ranges of 2 MiB at 2 MiB boundaries: a page cache of large folios (ext4's) drops only the
+// folios a range covers whole, and none is larger.
+constexpr size_t kRange = 2 * 1024 * 1024;
+constexpr size_t kRanges = 4;
+
+// Pages of [offset, offset + length) of the file in the page cache.
+size_t cached_pages(int fd, size_t offset, size_t length)
+{
+    void* map = ::mmap(nullptr, length, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(offset));
+    REQUIRE(map != MAP_FAILED);
+    std::vector<unsigned char> resident(length / kPage);
+    REQUIRE(::mincore(map, length, resident.data()) == 0);
+    ::munmap(map, length);
+    size_t n = 0;
+    for (unsigned char r : resident)
+        n += r & 1;
+    return n;
+}
+
+size_t open_descriptors()
+{
+    auto entries = std::filesystem::directory_iterator("/proc/self/fd");
+    return static_cast<size_t>(std::distance(begin(entries), end(entries)));
+}
+
+} // namespace
+
+TEST_CASE("page dropper: the ranges it was given leave the page cache, the rest stays")
+{
+    TempDir dir;
+    struct statfs fs_info;
+    REQUIRE(::statfs(dir.path("").c_str(), &fs_info) == 0);
+    REQUIRE_MESSAGE(fs_info.f_type != TMPFS_MAGIC, "the temp directory is on tmpfs: set TMPDIR to a disk's");
+    const size_t size = 2 * kRanges * kRange;
+    std::string path = dir.write("file", std::string(size, 'x'));
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    REQUIRE(::fdatasync(fd) == 0); // clean pages: only those can be dropped
+    std::vector<char> buffer(size);
+    REQUIRE(::pread(fd, buffer.data(), buffer.size(), 0) == static_cast<ssize_t>(buffer.size()));
+    REQUIRE(cached_pages(fd, 0, size) == size / kPage);
+
+    {
+        PageDropper dropper;
+        // The first half; the fd closes before the dropper gets to the range.
+        for (size_t i = 0; i < kRanges; ++i) {
+            int copy = ::dup(fd);
+            REQUIRE(copy >= 0);
+            dropper.drop(copy, i * kRange, kRange);
+            ::close(copy);
+        }
+    } // destroyed: everything queued is dropped first
+
+    CHECK(cached_pages(fd, 0, size / 2) == 0);
+    CHECK(cached_pages(fd, size / 2, size / 2) == size / 2 / kPage);
+    ::close(fd);
+}
+
+TEST_CASE("page dropper: more ranges than the queue holds wait for room, and all are taken")
+{
+    TempDir dir;
+    std::string path = dir.write("file", std::string(kPage, 'x'));
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    const size_t before = open_descriptors();
+    {
+        PageDropper dropper;
+        for (size_t i = 0; i < 4 * PageDropper::kMaxQueued; ++i)
+            dropper.drop(fd, 0, kPage);
+    }
+    // Every duplicate the dropper made is closed again.
+    CHECK(open_descriptors() == before);
+    ::close(fd);
+}
