@@ -12,6 +12,7 @@
 #pragma once
 
 #include "index/changed_blocks.h"
+#include "plugin/dedupe/read_ahead.h"
 #include "snapshots/kernel/file_handle.h"
 #include "snapshots/kernel/logical_ino.h"
 #include "snapshots/kernel/tree_search.h"
@@ -81,6 +82,14 @@ public:
     // Drops a range prefetch() read from the page cache once its dedupe call is done, so a
     // long run does not push the host's working set out of the cache. Advisory too.
     virtual void release(int fd, uint64_t offset, uint64_t length) = 0;
+
+    // The ranges the coming dedupe calls compare, group by group (plugin/dedupe/read_ahead.h):
+    // the kernel's answer reads them ahead on a second thread while the current calls compare,
+    // and prefetch() then finds them cached. A new list replaces the last; an empty one ends
+    // it. Advisory: a model has nothing to read.
+    virtual void compare_soon(CompareGroups groups) { (void)groups; }
+    // The groups of the last list before `group` are deduped.
+    virtual void compared_up_to(size_t group) { (void)group; }
 };
 
 } // namespace snapdedupe

@@ -30,6 +30,9 @@ SubvolumeInfo existing_subvolume(const LabeledFd& fs, uint64_t root)
 // Large enough that the disk sees sequential reads (and readahead runs ahead of them), small
 // enough that the buffer does not matter.
 constexpr size_t kPrefetchChunk = 1024 * 1024;
+// How far the reader runs ahead of the compares: a few calls' worth of page cache, dropped again
+// as they are done.
+constexpr uint64_t kReadAheadWindow = 64ULL * 1024 * 1024;
 
 } // namespace
 
@@ -130,6 +133,22 @@ void KernelQueries::release(int fd, uint64_t offset, uint64_t length)
 {
     if (dropper_)
         dropper_->drop(fd, offset, length);
+}
+
+void KernelQueries::compare_soon(CompareGroups groups)
+{
+    read_ahead_.reset(); // joins the last reader first: one reader at a time
+    if (!prefetch_ || groups.empty())
+        return;
+    // Opening by handle is a system call on a const fd: safe from the reader's thread.
+    read_ahead_ = std::make_unique<ReadAhead>([this](const InodeHandle& h) { return open_by_handle(fs_, h); },
+                                              std::move(groups), kReadAheadWindow);
+}
+
+void KernelQueries::compared_up_to(size_t group)
+{
+    if (read_ahead_)
+        read_ahead_->deduped_up_to(group);
 }
 
 } // namespace snapdedupe

@@ -43,6 +43,9 @@ public:
     // on the dropper's thread.
     bool prefetch(int fd, uint64_t offset, uint64_t length) override;
     void release(int fd, uint64_t offset, uint64_t length) override;
+    // A ReadAhead of `groups` (none with prefetching off), its window kReadAheadWindow.
+    void compare_soon(CompareGroups groups) override;
+    void compared_up_to(size_t group) override;
 
 private:
     const LabeledFd& fs_;
@@ -50,6 +53,7 @@ private:
     bool prefetch_;
     std::vector<char> prefetch_buffer_; // the only memory prefetching takes
     std::unique_ptr<PageDropper> dropper_; // with prefetch only: nothing else is dropped
+    std::unique_ptr<ReadAhead> read_ahead_; // the current dedupe batch's reader, if any
 };
 
 } // namespace snapdedupe

@@ -86,6 +86,20 @@ uint64_t ReferenceMover::run_moves(const std::vector<PlannedMove>& moves, const 
     for (size_t i : selected)
         groups[{moves[i].src, moves[i].src_offset, moves[i].length}].push_back(i);
 
+    // What the calls will compare, in the order they run, for the kernel to read ahead.
+    CompareGroups compares;
+    for (const auto& [key, members] : groups) {
+        const auto& [src_handle, src_offset, length] = key;
+        std::vector<CompareRange>& group = compares.emplace_back();
+        for (uint64_t pos = 0; pos < length; pos += kMaxBytesPerCall) {
+            uint64_t step = std::min(kMaxBytesPerCall, length - pos);
+            group.push_back({src_handle, src_offset + pos, step});
+            for (size_t i : members)
+                group.push_back({moves[i].dst, moves[i].dst_offset + pos, step});
+        }
+    }
+    fs_.compare_soon(std::move(compares));
+    size_t group_index = 0;
     InodeHandle open_src_handle;
     OpenResult src;
     // Destinations stay open from one group to the next: a fragmented file's references come
@@ -93,6 +107,7 @@ uint64_t ReferenceMover::run_moves(const std::vector<PlannedMove>& moves, const 
     // so a large batch cannot run out of descriptors.
     std::map<InodeHandle, OpenResult> dst_fds;
     for (auto& [key, members] : groups) {
+        fs_.compared_up_to(group_index++); // the groups before this one are done
         auto& [src_handle, src_offset, length] = key;
         if (!src || !(open_src_handle == src_handle)) {
             src = fs_.open_file(src_handle);
@@ -126,6 +141,7 @@ uint64_t ReferenceMover::run_moves(const std::vector<PlannedMove>& moves, const 
         for (size_t t = 0; t < done.size(); ++t)
             results[target_moves[t]] = done[t];
     }
+    fs_.compare_soon({}); // done: the reader stops and drops what it read
     return compared;
 }
 

@@ -1,0 +1,155 @@
+#include "plugin/dedupe/read_ahead.h"
+
+#include <fcntl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+namespace snapdedupe {
+
+namespace {
+
+constexpr size_t kReadChunk = 1024 * 1024;
+// Each range read is kept open until its group is deduped, to drop it from the cache then; a
+// window of small files must not run the process out of file descriptors.
+constexpr size_t kMaxHeldFiles = 128;
+
+} // namespace
+
+ReadAhead::ReadAhead(Opener open, CompareGroups groups, uint64_t window)
+    : open_(std::move(open)), groups_(std::move(groups)), window_(window), read_(groups_.size())
+{
+    uint64_t at = 0;
+    for (const std::vector<CompareRange>& group : groups_) {
+        group_start_.push_back(at);
+        for (const CompareRange& r : group)
+            at += r.length;
+    }
+    group_start_.push_back(at);
+    reader_ = std::thread([this] { run(); });
+}
+
+ReadAhead::~ReadAhead()
+{
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        stop_ = true;
+    }
+    moved_.notify_all();
+    reader_.join();
+    release_before(groups_.size());
+}
+
+void ReadAhead::deduped_up_to(size_t group)
+{
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        deduped_ = std::max(deduped_, std::min(group, groups_.size()));
+    }
+    moved_.notify_all();
+}
+
+uint64_t ReadAhead::bytes_read() const
+{
+    std::lock_guard<std::mutex> lock(mutex_);
+    return bytes_read_;
+}
+
+void ReadAhead::run()
+{
+    std::vector<char> buffer(kReadChunk);
+    for (size_t g = 0; g < groups_.size(); ++g) {
+        uint64_t ahead = group_start_[g]; // where the next range starts in the sequence of all bytes
+        for (const CompareRange& range : groups_[g]) {
+            size_t done = wait_for_room(g, ahead);
+            if (done == kStop)
+                return;
+            if (done > g)
+                break; // the deduper got there first: on to the group it is at
+            read_range(g, range, buffer);
+            ahead += range.length;
+        }
+    }
+    // Nothing left to read: release what is done as the deduper moves on.
+    for (;;) {
+        size_t done;
+        {
+            std::unique_lock<std::mutex> lock(mutex_);
+            moved_.wait(lock, [&] { return stop_ || deduped_ > released_; });
+            if (stop_)
+                return;
+            done = deduped_;
+        }
+        release_before(done);
+    }
+}
+
+size_t ReadAhead::wait_for_room(size_t group, uint64_t ahead)
+{
+    for (;;) {
+        size_t done;
+        bool room;
+        {
+            std::unique_lock<std::mutex> lock(mutex_);
+            auto within = [&] { return ahead < group_start_[deduped_] + window_ && held_ < kMaxHeldFiles; };
+            moved_.wait(lock, [&] { return stop_ || deduped_ > released_ || deduped_ > group || within(); });
+            if (stop_)
+                return kStop;
+            done = deduped_;
+            room = within();
+        }
+        release_before(done);
+        if (done > group || room)
+            return done;
+    }
+}
+
+void ReadAhead::read_range(size_t group, const CompareRange& range, std::vector<char>& buffer)
+{
+    OpenResult file = open_(range.file);
+    if (!file)
+        return; // the dedupe call will report it; the next range may open
+    bool read_any = false;
+    for (uint64_t pos = range.offset, end = range.offset + range.length; pos < end;) {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (stop_ || deduped_ > group)
+                break;
+        }
+        size_t want = static_cast<size_t>(std::min<uint64_t>(kReadChunk, end - pos));
+        // RWF_NOWAIT copies only what is cached: it tells whether the chunk was cached before.
+        iovec iov{buffer.data(), want};
+        ssize_t got = ::preadv2(file.fd.get(), &iov, 1, static_cast<off_t>(pos), RWF_NOWAIT);
+        if (got == 0)
+            break;
+        got = std::max<ssize_t>(got, 0);
+        if (static_cast<size_t>(got) < want) {
+            ssize_t more = ::pread(file.fd.get(), buffer.data(), want - got, static_cast<off_t>(pos + got));
+            if (more <= 0)
+                break;
+            read_any = true;
+            std::lock_guard<std::mutex> lock(mutex_);
+            bytes_read_ += static_cast<uint64_t>(more);
+            got += more;
+        }
+        pos += static_cast<uint64_t>(got);
+    }
+    if (read_any) {
+        read_[group].push_back({std::move(file.fd), range.offset, range.length});
+        ++held_;
+    }
+}
+
+void ReadAhead::release_before(size_t done)
+{
+    for (; released_ < done; ++released_) {
+        for (const ReadByUs& r : read_[released_])
+            ::posix_fadvise(r.fd.get(), static_cast<off_t>(r.offset), static_cast<off_t>(r.length),
+                            POSIX_FADV_DONTNEED);
+        held_ -= read_[released_].size();
+        read_[released_].clear();
+    }
+}
+
+} // namespace snapdedupe

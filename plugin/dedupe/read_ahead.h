@@ -1,0 +1,82 @@
+// Reading the next dedupe calls' ranges on a second thread while the kernel compares the
+// current ones. The compare is CPU work on cached pages, the reads are waits on the disk: one
+// after the other they add up, side by side the slower one sets the pace.
+#pragma once
+
+#include "snapshots/kernel/file_handle.h"
+
+#include <condition_variable>
+#include <cstdint>
+#include <cstddef>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace snapdedupe {
+
+// Bytes of one file that a dedupe call compares (a keeper range or a reference).
+struct CompareRange {
+    InodeHandle file;
+    uint64_t offset = 0;
+    uint64_t length = 0;
+};
+
+// One group per source range, in the order the mover dedupes them; its ranges in the order
+// its calls read them.
+using CompareGroups = std::vector<std::vector<CompareRange>>;
+
+class ReadAhead {
+public:
+    using Opener = std::function<OpenResult(const InodeHandle&)>;
+
+    // Starts the reader: it reads the groups in order, into a 1 MiB buffer it reuses (only
+    // the page cache keeps what it read), at most `window` bytes past the start of the group
+    // being deduped. `open` must be safe to call from another thread.
+    ReadAhead(Opener open, CompareGroups groups, uint64_t window);
+    // Stops the reader and drops from the page cache what it read for groups not released yet.
+    ~ReadAhead();
+    ReadAhead(const ReadAhead&) = delete;
+    ReadAhead& operator=(const ReadAhead&) = delete;
+
+    // Groups before `group` are deduped: the reader moves its window on and drops from the
+    // page cache what it read for them (what was cached before it read stays: someone's
+    // working set).
+    void deduped_up_to(size_t group);
+
+    // Bytes the reader read from disk so far (not those it found cached).
+    uint64_t bytes_read() const;
+
+private:
+    struct ReadByUs {
+        UniqueFd fd;
+        uint64_t offset = 0, length = 0;
+    };
+    static constexpr size_t kStop = SIZE_MAX;
+    void run();
+    // Waits until the range at `ahead` (in `group`) may be read: within the window and the
+    // cap on files held open. Releases what is deduped meanwhile. Returns the group the
+    // deduper is at (past `group`: skip on), or kStop.
+    size_t wait_for_room(size_t group, uint64_t ahead);
+    // Reads one range, and records it if it read any of it.
+    void read_range(size_t group, const CompareRange& range, std::vector<char>& buffer);
+    // Drops what was read for groups before `done`; called on the reader's thread.
+    void release_before(size_t done);
+
+    Opener open_;
+    CompareGroups groups_;
+    uint64_t window_;
+    std::vector<uint64_t> group_start_; // bytes of the groups before each one
+    std::vector<std::vector<ReadByUs>> read_; // per group; only the reader's thread touches it
+    size_t released_ = 0;                      // groups whose reads were dropped
+    size_t held_ = 0;                          // files open in read_
+
+    mutable std::mutex mutex_;
+    std::condition_variable moved_;
+    size_t deduped_ = 0; // groups before this one are done
+    bool stop_ = false;
+    uint64_t bytes_read_ = 0;
+    std::thread reader_; // last: started once everything above is set up
+};
+
+} // namespace snapdedupe

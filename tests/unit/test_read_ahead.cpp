@@ -1,0 +1,167 @@
+// The read-ahead thread (plugin/dedupe/read_ahead.h): what it opens, in what order, how far
+// ahead of the deduper, and that it always stops. Files are real (a temp file); which ranges
+// the reader visits is seen through its opener.
+#include "plugin/dedupe/read_ahead.h"
+
+#include "temp_dir.h"
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+using namespace snapdedupe;
+using snapdedupe::testing::TempDir;
+
+namespace {
+
+constexpr uint64_t kMiB = 1024 * 1024;
+
+// Groups of `per_group` ranges of `length` bytes each; range k of the whole list is inode k.
+CompareGroups numbered_groups(size_t groups, size_t per_group, uint64_t length)
+{
+    CompareGroups out(groups);
+    uint64_t next = 0;
+    for (std::vector<CompareRange>& g : out)
+        for (size_t i = 0; i < per_group; ++i)
+            g.push_back({{5, next++, 1}, 0, length});
+    return out;
+}
+
+// Opens `path` for every handle, and records which inodes were asked for, in order.
+struct RecordingOpener {
+    std::string path;
+    std::mutex mutex;
+    std::vector<uint64_t> opened;
+
+    ReadAhead::Opener opener()
+    {
+        return [this](const InodeHandle& h) {
+            {
+                std::lock_guard<std::mutex> lock(mutex);
+                opened.push_back(h.inode);
+            }
+            OpenResult r;
+            r.fd = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+            return r;
+        };
+    }
+    std::vector<uint64_t> seen()
+    {
+        std::lock_guard<std::mutex> lock(mutex);
+        return opened;
+    }
+};
+
+// Polls until `done` or two seconds have passed: the reader runs on its own thread.
+template <typename F>
+bool eventually(F done)
+{
+    for (int i = 0; i < 200; ++i) {
+        if (done())
+            return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return done();
+}
+
+std::string file_of(const TempDir& dir, uint64_t bytes)
+{
+    return dir.write("data", std::string(bytes, 'x'));
+}
+
+} // namespace
+
+TEST_CASE("read-ahead: reads every range in order when the window holds them all")
+{
+    TempDir dir;
+    RecordingOpener o{file_of(dir, kMiB), {}, {}};
+    {
+        ReadAhead ahead(o.opener(), numbered_groups(3, 4, kMiB), 64 * kMiB);
+        REQUIRE(eventually([&] { return o.seen().size() == 12; }));
+    }
+    std::vector<uint64_t> want;
+    for (uint64_t k = 0; k < 12; ++k)
+        want.push_back(k);
+    CHECK(o.seen() == want);
+}
+
+TEST_CASE("read-ahead: stays within its window of the group being deduped")
+{
+    TempDir dir;
+    RecordingOpener o{file_of(dir, kMiB), {}, {}};
+    // 10 groups of 2 ranges of 1 MiB; a 3 MiB window: ranges starting before 3 MiB past the
+    // current group's start, so 3 ranges at first.
+    ReadAhead ahead(o.opener(), numbered_groups(10, 2, kMiB), 3 * kMiB);
+    REQUIRE(eventually([&] { return o.seen().size() == 3; }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    CHECK(o.seen().size() == 3); // and no more until the deduper moves on
+    ahead.deduped_up_to(2); // now at group 2 (byte 4 MiB): up to 7 MiB; group 1's rest is passed
+    REQUIRE(eventually([&] { return o.seen().size() == 6; }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    CHECK(o.seen() == std::vector<uint64_t>{0, 1, 2, 4, 5, 6});
+}
+
+TEST_CASE("read-ahead: skips the groups the deduper has already passed")
+{
+    TempDir dir;
+    RecordingOpener o{file_of(dir, kMiB), {}, {}};
+    ReadAhead ahead(o.opener(), numbered_groups(10, 1, kMiB), 1 * kMiB);
+    REQUIRE(eventually([&] { return o.seen().size() == 1; }));
+    ahead.deduped_up_to(8); // groups 1-7 were deduped without it
+    REQUIRE(eventually([&] { return o.seen().size() == 2; }));
+    CHECK(o.seen() == std::vector<uint64_t>{0, 8});
+}
+
+TEST_CASE("read-ahead: stops at once when destroyed, with reads waiting or none left")
+{
+    TempDir dir;
+    RecordingOpener o{file_of(dir, kMiB), {}, {}};
+    auto start = std::chrono::steady_clock::now();
+    {
+        ReadAhead waiting(o.opener(), numbered_groups(1000, 1, kMiB), 1 * kMiB);
+        REQUIRE(eventually([&] { return o.seen().size() == 1; }));
+    }
+    {
+        ReadAhead finished(o.opener(), numbered_groups(1, 1, kMiB), 64 * kMiB);
+        REQUIRE(eventually([&] { return o.seen().size() == 2; }));
+    }
+    { ReadAhead empty(o.opener(), {}, 64 * kMiB); }
+    CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(5));
+}
+
+TEST_CASE("read-ahead: holds at most 128 files open, however small the ranges")
+{
+    TempDir dir;
+    // 4 KiB of data a MiB apart, written, synced and dropped from the cache: each range is
+    // cold (the kernel's own readahead stays well within a MiB; a hole would read as cached
+    // zeros), so each is read and its file held until its group is done.
+    const std::string path = dir.path("sparse");
+    {
+        UniqueFd fd(::open(path.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+        REQUIRE(fd.valid());
+        std::string block(4096, 'y');
+        for (uint64_t k = 0; k < 200; ++k)
+            REQUIRE(::pwrite(fd.get(), block.data(), block.size(), static_cast<off_t>(k * kMiB)) == 4096);
+        REQUIRE(::fsync(fd.get()) == 0);
+        REQUIRE(::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED) == 0);
+    }
+    RecordingOpener o{path, {}, {}};
+    CompareGroups groups;
+    for (uint64_t k = 0; k < 200; ++k)
+        groups.push_back({{{5, k, 1}, k * kMiB, 4096}});
+    ReadAhead ahead(o.opener(), groups, 1024 * kMiB);
+    REQUIRE(eventually([&] { return o.seen().size() == 128; }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    CHECK(o.seen().size() == 128); // the window has room, the cap has not
+    CHECK(ahead.bytes_read() == 128 * 4096);
+    ahead.deduped_up_to(10); // 10 files released: 10 more may be read
+    REQUIRE(eventually([&] { return o.seen().size() == 138; }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    CHECK(o.seen().size() == 138);
+}
