@@ -13,6 +13,27 @@ namespace {
 
 constexpr size_t kMaxOpenDestinations = 256;
 
+// Moves by source range (file, offset, length): one dedupe call's worth each.
+using MoveGroups = std::map<std::tuple<InodeHandle, uint64_t, uint64_t>, std::vector<size_t>>;
+
+// What the calls of `groups` will compare, in the order they run, for the kernel to read ahead
+// (FilesystemQueries::compare_soon): each call's source range, then its destinations'.
+CompareGroups compare_list(const MoveGroups& groups, const std::vector<PlannedMove>& moves)
+{
+    CompareGroups compares;
+    for (const auto& [key, members] : groups) {
+        const auto& [src_handle, src_offset, length] = key;
+        std::vector<CompareRange>& group = compares.emplace_back();
+        for (uint64_t pos = 0; pos < length; pos += kMaxBytesPerCall) {
+            uint64_t step = std::min(kMaxBytesPerCall, length - pos);
+            group.push_back({src_handle, src_offset + pos, step});
+            for (size_t i : members)
+                group.push_back({moves[i].dst, moves[i].dst_offset + pos, step});
+        }
+    }
+    return compares;
+}
+
 // Adjacent moves of one extent into one file merge, so a whole duplicate file is usually one
 // ioctl per reference. Moves of different extents stay apart: each extent's fate is its own.
 std::vector<PlannedMove> merge_adjacent(std::vector<PlannedMove> moves)
@@ -82,23 +103,11 @@ uint64_t ReferenceMover::run_moves(const std::vector<PlannedMove>& moves, const 
     // One ioctl serves every reference that takes the same source range: the snapshots of a
     // lineage usually hold one extent at the same offsets. Groups are visited in source
     // order, so each source file is opened once.
-    std::map<std::tuple<InodeHandle, uint64_t, uint64_t>, std::vector<size_t>> groups;
+    MoveGroups groups;
     for (size_t i : selected)
         groups[{moves[i].src, moves[i].src_offset, moves[i].length}].push_back(i);
 
-    // What the calls will compare, in the order they run, for the kernel to read ahead.
-    CompareGroups compares;
-    for (const auto& [key, members] : groups) {
-        const auto& [src_handle, src_offset, length] = key;
-        std::vector<CompareRange>& group = compares.emplace_back();
-        for (uint64_t pos = 0; pos < length; pos += kMaxBytesPerCall) {
-            uint64_t step = std::min(kMaxBytesPerCall, length - pos);
-            group.push_back({src_handle, src_offset + pos, step});
-            for (size_t i : members)
-                group.push_back({moves[i].dst, moves[i].dst_offset + pos, step});
-        }
-    }
-    fs_.compare_soon(std::move(compares));
+    fs_.compare_soon(compare_list(groups, moves));
     size_t group_index = 0;
     InodeHandle open_src_handle;
     OpenResult src;
