@@ -2,6 +2,8 @@
 
 #include "snapshots/snapshot_diff.h"
 
+#include <system_error>
+
 namespace snapdedupe {
 
 namespace {
@@ -18,7 +20,12 @@ DiffAhead::DiffAhead(const Snapshot& snapshot, const Snapshot* parent)
 {
     const LabeledFd* dir = &snapshot.dir;
     std::optional<uint64_t> parent_root = parent_root_;
-    result_ = std::async(std::launch::async, [dir, parent_root] { return diff_snapshot(*dir, parent_root); });
+    try {
+        result_ = std::async(std::launch::async, [dir, parent_root] { return diff_snapshot(*dir, parent_root); });
+    } catch (const std::system_error&) {
+        // No thread to be had (a unit's TasksMax=): nothing runs ahead, and the snapshot is
+        // sent in line when its turn comes (is_for is false).
+    }
 }
 
 DiffAhead::~DiffAhead()

@@ -21,8 +21,9 @@ namespace snapdedupe {
 
 class DiffAhead {
 public:
-    // Starts diffing `snapshot` against `parent` (nullptr: a full stream). Both must outlive
-    // this object.
+    // Starts diffing `snapshot` against `parent` (nullptr: a full stream) on a thread of its
+    // own; with no thread to be had, starts nothing (is_for is false). Both must outlive this
+    // object.
     DiffAhead(const Snapshot& snapshot, const Snapshot* parent);
     ~DiffAhead(); // waits for the send to end
     DiffAhead(const DiffAhead&) = delete;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <system_error>
 #include <cerrno>
 
 namespace snapdedupe {
@@ -131,8 +132,12 @@ bool KernelQueries::prefetch(int fd, uint64_t offset, uint64_t length)
 
 void KernelQueries::release(int fd, uint64_t offset, uint64_t length)
 {
+    if (!prefetch_)
+        return;
     if (dropper_)
         dropper_->drop(fd, offset, length);
+    else
+        ::posix_fadvise(fd, static_cast<off_t>(offset), static_cast<off_t>(length), POSIX_FADV_DONTNEED);
 }
 
 void KernelQueries::compare_soon(CompareGroups groups)
@@ -141,8 +146,21 @@ void KernelQueries::compare_soon(CompareGroups groups)
     if (!prefetch_ || groups.empty())
         return;
     // Opening by handle is a system call on a const fd: safe from the reader's thread.
-    read_ahead_ = std::make_unique<ReadAhead>([this](const InodeHandle& h) { return open_by_handle(fs_, h); },
-                                              std::move(groups), kReadAheadWindow);
+    try {
+        read_ahead_ = std::make_unique<ReadAhead>([this](const InodeHandle& h) { return open_by_handle(fs_, h); },
+                                                  std::move(groups), kReadAheadWindow);
+    } catch (const std::system_error&) {
+        // No thread to be had (a unit's TasksMax=): each call's prefetch reads its ranges.
+    }
+}
+
+std::unique_ptr<PageDropper> KernelQueries::start_dropper()
+{
+    try {
+        return std::make_unique<PageDropper>();
+    } catch (const std::system_error&) {
+        return nullptr;
+    }
 }
 
 void KernelQueries::compared_up_to(size_t group)

@@ -22,7 +22,7 @@ public:
     explicit KernelQueries(const LabeledFd& filesystem, std::function<void()> after_dedupe_call = {},
                            bool prefetch = true)
         : fs_(filesystem), after_dedupe_call_(std::move(after_dedupe_call)), prefetch_(prefetch),
-          dropper_(prefetch ? std::make_unique<PageDropper>() : nullptr)
+          dropper_(prefetch ? start_dropper() : nullptr)
     {
     }
 
@@ -48,6 +48,10 @@ public:
     void compared_up_to(size_t group) override;
 
 private:
+    // The dropper's thread, or nothing when no thread is to be had (a unit's TasksMax=): then
+    // release() drops in line.
+    static std::unique_ptr<PageDropper> start_dropper();
+
     const LabeledFd& fs_;
     std::function<void()> after_dedupe_call_;
     bool prefetch_;
