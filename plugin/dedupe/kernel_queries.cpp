@@ -8,12 +8,10 @@
 #include <fcntl.h>
 #include <linux/btrfs_tree.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <system_error>
 #include <cerrno>
+#include <system_error>
 
 namespace snapdedupe {
 
@@ -28,9 +26,6 @@ SubvolumeInfo existing_subvolume(const LabeledFd& fs, uint64_t root)
     return *info;
 }
 
-// Large enough that the disk sees sequential reads (and readahead runs ahead of them), small
-// enough that the buffer does not matter.
-constexpr size_t kPrefetchChunk = 1024 * 1024;
 // How far the reader runs ahead of the compares: a few calls' worth of page cache, dropped again
 // as they are done.
 constexpr uint64_t kReadAheadWindow = 64ULL * 1024 * 1024;
@@ -104,30 +99,7 @@ std::vector<DedupeCallResult> KernelQueries::dedupe_call(int src_fd, uint64_t sr
 
 bool KernelQueries::prefetch(int fd, uint64_t offset, uint64_t length)
 {
-    if (!prefetch_)
-        return false;
-    prefetch_buffer_.resize(kPrefetchChunk);
-    char* buffer = prefetch_buffer_.data();
-    bool read_any = false;
-    for (uint64_t pos = offset, end = offset + length; pos < end;) {
-        size_t want = static_cast<size_t>(std::min<uint64_t>(kPrefetchChunk, end - pos));
-        // RWF_NOWAIT copies only what is cached (and starts readahead for the rest), so one
-        // call both tells whether the chunk was cached already and costs nothing more if so.
-        iovec iov{buffer, want};
-        ssize_t got = ::preadv2(fd, &iov, 1, static_cast<off_t>(pos), RWF_NOWAIT);
-        if (got == 0)
-            break; // end of file
-        got = std::max<ssize_t>(got, 0); // EAGAIN: not cached
-        if (static_cast<size_t>(got) < want) {
-            read_any = true;
-            ssize_t more = ::pread(fd, buffer, want - got, static_cast<off_t>(pos + got));
-            if (more <= 0)
-                break; // end of file, or an error the dedupe call will report
-            got += more;
-        }
-        pos += static_cast<uint64_t>(got);
-    }
-    return read_any;
+    return prefetch_ && read_into_cache(fd, offset, length, prefetch_buffer_) > 0;
 }
 
 void KernelQueries::release(int fd, uint64_t offset, uint64_t length)

@@ -39,8 +39,8 @@ public:
     // FIDEDUPERANGE itself lives with the engine (deduper.h: fideduperange_call).
     std::vector<DedupeCallResult> dedupe_call(int src_fd, uint64_t src_offset, uint64_t length,
                                               const std::vector<DedupeTarget>& targets) override;
-    // pread in 1 MiB steps into one buffer, kept between calls; release: POSIX_FADV_DONTNEED,
-    // on the dropper's thread.
+    // read_into_cache (read_ahead.h) into one buffer, kept between calls; release:
+    // POSIX_FADV_DONTNEED, on the dropper's thread.
     bool prefetch(int fd, uint64_t offset, uint64_t length) override;
     void release(int fd, uint64_t offset, uint64_t length) override;
     // A ReadAhead of `groups` (none with prefetching off), its window kReadAheadWindow.

@@ -10,12 +10,42 @@ namespace snapdedupe {
 
 namespace {
 
+// Large enough that the disk sees sequential reads (and readahead runs ahead of them), small
+// enough that the buffer does not matter.
 constexpr size_t kReadChunk = 1024 * 1024;
 // Each range read is kept open until its group is deduped, to drop it from the cache then; a
 // window of small files must not run the process out of file descriptors.
 constexpr size_t kMaxHeldFiles = 128;
 
 } // namespace
+
+uint64_t read_into_cache(int fd, uint64_t offset, uint64_t length, std::vector<char>& buffer,
+                         const std::function<bool()>& stop)
+{
+    buffer.resize(kReadChunk);
+    uint64_t read = 0;
+    for (uint64_t pos = offset, end = offset + length; pos < end;) {
+        if (stop && stop())
+            break;
+        size_t want = static_cast<size_t>(std::min<uint64_t>(kReadChunk, end - pos));
+        // RWF_NOWAIT copies only what is cached (and starts readahead for the rest), so one
+        // call both tells whether the chunk was cached already and costs nothing more if so.
+        iovec iov{buffer.data(), want};
+        ssize_t got = ::preadv2(fd, &iov, 1, static_cast<off_t>(pos), RWF_NOWAIT);
+        if (got == 0)
+            break; // end of file
+        got = std::max<ssize_t>(got, 0); // EAGAIN: not cached
+        if (static_cast<size_t>(got) < want) {
+            ssize_t more = ::pread(fd, buffer.data(), want - got, static_cast<off_t>(pos + got));
+            if (more <= 0)
+                break; // end of file, or an error the dedupe call will report
+            read += static_cast<uint64_t>(more);
+            got += more;
+        }
+        pos += static_cast<uint64_t>(got);
+    }
+    return read;
+}
 
 ReadAhead::ReadAhead(Opener open, CompareGroups groups, uint64_t window)
     : open_(std::move(open)), groups_(std::move(groups)), window_(window), read_(groups_.size())
@@ -58,7 +88,7 @@ uint64_t ReadAhead::bytes_read() const
 
 void ReadAhead::run()
 {
-    std::vector<char> buffer(kReadChunk);
+    std::vector<char> buffer;
     for (size_t g = 0; g < groups_.size(); ++g) {
         uint64_t ahead = group_start_[g]; // where the next range starts in the sequence of all bytes
         for (const CompareRange& range : groups_[g]) {
@@ -110,35 +140,18 @@ void ReadAhead::read_range(size_t group, const CompareRange& range, std::vector<
     OpenResult file = open_(range.file);
     if (!file)
         return; // the dedupe call will report it; the next range may open
-    bool read_any = false;
-    for (uint64_t pos = range.offset, end = range.offset + range.length; pos < end;) {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            if (stop_ || deduped_ > group)
-                break;
-        }
-        size_t want = static_cast<size_t>(std::min<uint64_t>(kReadChunk, end - pos));
-        // RWF_NOWAIT copies only what is cached: it tells whether the chunk was cached before.
-        iovec iov{buffer.data(), want};
-        ssize_t got = ::preadv2(file.fd.get(), &iov, 1, static_cast<off_t>(pos), RWF_NOWAIT);
-        if (got == 0)
-            break;
-        got = std::max<ssize_t>(got, 0);
-        if (static_cast<size_t>(got) < want) {
-            ssize_t more = ::pread(file.fd.get(), buffer.data(), want - got, static_cast<off_t>(pos + got));
-            if (more <= 0)
-                break;
-            read_any = true;
-            std::lock_guard<std::mutex> lock(mutex_);
-            bytes_read_ += static_cast<uint64_t>(more);
-            got += more;
-        }
-        pos += static_cast<uint64_t>(got);
+    uint64_t read = read_into_cache(file.fd.get(), range.offset, range.length, buffer, [&] {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return stop_ || deduped_ > group;
+    });
+    if (read == 0)
+        return; // all of it was cached: someone's working set, not ours to hold or drop
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        bytes_read_ += read;
     }
-    if (read_any) {
-        read_[group].push_back({std::move(file.fd), range.offset, range.length});
-        ++held_;
-    }
+    read_[group].push_back({std::move(file.fd), range.offset, range.length});
+    ++held_;
 }
 
 void ReadAhead::release_before(size_t done)

@@ -26,6 +26,14 @@ struct CompareRange {
 // its calls read them.
 using CompareGroups = std::vector<std::vector<CompareRange>>;
 
+// Reads [offset, offset + length) of the open file into the page cache through `buffer`, in
+// 1 MiB steps, reading from disk only what is not cached yet. Stops at the range's end, the
+// file's end, an error (the dedupe call will report it), or when `stop`, asked before each
+// step, says so. Returns the bytes it read from disk (0: all of it was cached, or nothing
+// could be read). Both the dedupe call's own prefetch and the read-ahead thread read this way.
+uint64_t read_into_cache(int fd, uint64_t offset, uint64_t length, std::vector<char>& buffer,
+                         const std::function<bool()>& stop = {});
+
 class ReadAhead {
 public:
     using Opener = std::function<OpenResult(const InodeHandle&)>;
