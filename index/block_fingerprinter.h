@@ -17,6 +17,8 @@ namespace snapdedupe {
 struct FingerprintCounts {
     uint64_t from_csums = 0; // fingerprinted from the checksum tree: nothing read
     uint64_t read = 0;       // read from their files to fingerprint them
+
+    uint64_t total() const { return from_csums + read; } // the report's bytes_hashed
 };
 
 // Some blocks of one file, and the file open (O_NOATIME) in case they must be read.

@@ -29,8 +29,6 @@ struct SnapshotReport {
     uint64_t bytes_changed = 0;
     FingerprintCounts fingerprinted; // from the checksum tree, and read (compressed, nodatasum)
     DedupeCounters dedupe;
-
-    uint64_t bytes_hashed() const { return fingerprinted.from_csums + fingerprinted.read; }
 };
 
 struct RunReport {
@@ -46,7 +44,6 @@ struct RunReport {
     std::vector<std::string> failures;
 
     void add(const SnapshotReport& s);
-    uint64_t bytes_hashed() const { return fingerprinted.from_csums + fingerprinted.read; }
 };
 
 void print_human(std::ostream& out, const RunReport& report);

@@ -51,7 +51,7 @@ std::string label(const std::string& text)
 void print_snapshot_human(std::ostream& out, const SnapshotReport& s)
 {
     out << "snapshot " << s.path << (s.parent_path.empty() ? " (full)" : " (since " + s.parent_path + ")")
-        << ": changed " << human_bytes(s.bytes_changed) << ", fingerprinted " << human_bytes(s.bytes_hashed())
+        << ": changed " << human_bytes(s.bytes_changed) << ", fingerprinted " << human_bytes(s.fingerprinted.total())
         << " (read " << human_bytes(s.fingerprinted.read) << ")"
         << ", duplicate " << human_bytes(s.dedupe.duplicate_bytes) << ", deduped "
         << human_bytes(s.dedupe.deduped_bytes) << "\n";
@@ -120,7 +120,7 @@ void print_space_json(std::ostream& out, const SpaceUsage& before, const SpaceUs
 // bytes_hashed is the sum of the other two: the name predates fingerprints.
 void print_fingerprinted_json(std::ostream& out, const FingerprintCounts& f)
 {
-    out << "\"bytes_hashed\": " << f.from_csums + f.read << ", \"bytes_fingerprinted_from_csums\": " << f.from_csums
+    out << "\"bytes_hashed\": " << f.total() << ", \"bytes_fingerprinted_from_csums\": " << f.from_csums
         << ", \"bytes_read_for_fingerprints\": " << f.read << ", ";
 }
 
@@ -159,7 +159,7 @@ void print_human(std::ostream& out, const RunReport& r)
     out << (r.dry_run ? "dry run: nothing was changed\n" : "");
     out << label("snapshots processed:") << r.snapshots.size() << "\n";
     out << label("changed (send):") << human_bytes(r.bytes_changed) << "\n";
-    out << label("fingerprinted:") << human_bytes(r.bytes_hashed()) << "\n";
+    out << label("fingerprinted:") << human_bytes(r.fingerprinted.total()) << "\n";
     out << label("  from checksums:") << human_bytes(r.fingerprinted.from_csums) << " (nothing read)\n";
     out << label("  read:") << human_bytes(r.fingerprinted.read) << " (compressed, nodatasum)\n";
     print_counters_human(out, r.dedupe, r.dry_run);

@@ -24,7 +24,7 @@ RunRecorder::RunRecorder(const RunReport& report)
       started_(std::chrono::steady_clock::now()),
       snapshots_(report.snapshots.size()),
       failures_(report.failures.size()),
-      bytes_hashed_(report.bytes_hashed()),
+      bytes_hashed_(report.fingerprinted.total()),
       bytes_deduped_(report.dedupe.deduped_bytes),
       dedupe_errors_(report.dedupe.dedupe_errors),
       before_(report.before),
@@ -39,7 +39,7 @@ RunRecord RunRecorder::record(const RunReport& report, ExitCode exit_code) const
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
     r.exit_code = static_cast<int>(exit_code);
     r.snapshots = report.snapshots.size() - snapshots_;
-    r.bytes_hashed = report.bytes_hashed() - bytes_hashed_;
+    r.bytes_hashed = report.fingerprinted.total() - bytes_hashed_;
     r.bytes_deduped = report.dedupe.deduped_bytes - bytes_deduped_;
     // Every filesystem uses some raw space, so a share that measured its usage added to it.
     SpaceUsage before = added_since(before_, report.before);
