@@ -4,7 +4,6 @@
 #include "snapshots/kernel/tree_search.h"
 #include "snapshots/kernel/error.h"
 
-#include <linux/btrfs.h>
 #include <linux/btrfs_tree.h>
 #include <linux/fiemap.h>
 #include <sys/stat.h>
