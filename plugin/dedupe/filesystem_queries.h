@@ -12,7 +12,7 @@
 #pragma once
 
 #include "index/changed_blocks.h"
-#include "plugin/dedupe/read_ahead.h"
+#include "plugin/dedupe/compare_ranges.h"
 #include "snapshots/kernel/file_handle.h"
 #include "snapshots/kernel/logical_ino.h"
 #include "snapshots/kernel/tree_search.h"

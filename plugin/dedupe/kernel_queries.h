@@ -5,6 +5,7 @@
 
 #include "plugin/dedupe/filesystem_queries.h"
 #include "plugin/dedupe/page_dropper.h"
+#include "plugin/dedupe/read_ahead.h"
 #include "snapshots/kernel/labeled_fd.h"
 
 #include <functional>

@@ -3,6 +3,7 @@
 // after the other they add up, side by side the slower one sets the pace.
 #pragma once
 
+#include "plugin/dedupe/compare_ranges.h"
 #include "snapshots/kernel/file_handle.h"
 
 #include <condition_variable>
@@ -14,17 +15,6 @@
 #include <vector>
 
 namespace snapdedupe {
-
-// Bytes of one file that a dedupe call compares (a keeper range or a reference).
-struct CompareRange {
-    InodeHandle file;
-    uint64_t offset = 0;
-    uint64_t length = 0;
-};
-
-// One group per source range, in the order the mover dedupes them; its ranges in the order
-// its calls read them.
-using CompareGroups = std::vector<std::vector<CompareRange>>;
 
 // Reads [offset, offset + length) of the open file into the page cache through `buffer`, in
 // 1 MiB steps, reading from disk only what is not cached yet. Stops at the range's end, the
