@@ -19,14 +19,11 @@ constexpr size_t kMaxHeldFiles = 128;
 
 } // namespace
 
-uint64_t read_into_cache(int fd, uint64_t offset, uint64_t length, std::vector<char>& buffer,
-                         const std::function<bool()>& stop)
+uint64_t read_into_cache(int fd, uint64_t offset, uint64_t length, std::vector<char>& buffer)
 {
     buffer.resize(kReadChunk);
     uint64_t read = 0;
     for (uint64_t pos = offset, end = offset + length; pos < end;) {
-        if (stop && stop())
-            break;
         size_t want = static_cast<size_t>(std::min<uint64_t>(kReadChunk, end - pos));
         // RWF_NOWAIT copies only what is cached (and starts readahead for the rest), so one
         // call both tells whether the chunk was cached already and costs nothing more if so.
@@ -45,6 +42,27 @@ uint64_t read_into_cache(int fd, uint64_t offset, uint64_t length, std::vector<c
         pos += static_cast<uint64_t>(got);
     }
     return read;
+}
+
+uint64_t start_reading(int fd, uint64_t offset, uint64_t length, const std::function<bool()>& stop)
+{
+    // The first page tells whether the range is cached (a file read whole is cached whole):
+    // RWF_NOWAIT copies it only if it is, and otherwise starts reading it.
+    char page[4096];
+    iovec iov{page, static_cast<size_t>(std::min<uint64_t>(sizeof page, length))};
+    if (iov.iov_len == 0 || ::preadv2(fd, &iov, 1, static_cast<off_t>(offset), RWF_NOWAIT) > 0)
+        return 0;
+    uint64_t asked = 0;
+    // In steps: the kernel reads at most its readahead size (a few MiB) per call.
+    for (uint64_t pos = offset, end = offset + length; pos < end; pos += kReadChunk) {
+        if (stop && stop())
+            break;
+        size_t step = static_cast<size_t>(std::min<uint64_t>(kReadChunk, end - pos));
+        if (::readahead(fd, static_cast<off64_t>(pos), step) != 0)
+            break; // the dedupe call's own prefetch reads what is left
+        asked += step;
+    }
+    return asked;
 }
 
 ReadAhead::ReadAhead(Opener open, CompareGroups groups, uint64_t window)
@@ -88,7 +106,6 @@ uint64_t ReadAhead::bytes_read() const
 
 void ReadAhead::run()
 {
-    std::vector<char> buffer;
     for (size_t g = 0; g < groups_.size(); ++g) {
         uint64_t ahead = group_start_[g]; // where the next range starts in the sequence of all bytes
         for (const CompareRange& range : groups_[g]) {
@@ -97,7 +114,7 @@ void ReadAhead::run()
                 return;
             if (done > g)
                 break; // the deduper got there first: on to the group it is at
-            read_range(g, range, buffer);
+            read_range(g, range);
             ahead += range.length;
         }
     }
@@ -135,12 +152,12 @@ size_t ReadAhead::wait_for_room(size_t group, uint64_t ahead)
     }
 }
 
-void ReadAhead::read_range(size_t group, const CompareRange& range, std::vector<char>& buffer)
+void ReadAhead::read_range(size_t group, const CompareRange& range)
 {
     OpenResult file = open_(range.file);
     if (!file)
         return; // the dedupe call will report it; the next range may open
-    uint64_t read = read_into_cache(file.fd.get(), range.offset, range.length, buffer, [&] {
+    uint64_t read = start_reading(file.fd.get(), range.offset, range.length, [&] {
         std::lock_guard<std::mutex> lock(mutex_);
         return stop_ || deduped_ > group;
     });

@@ -2,17 +2,12 @@
 // time it is destroyed, and what it is not asked to drop stays. Needs a filesystem with a page
 // cache of its own (not tmpfs, whose pages are the file itself): the test's temp directory.
 #include "plugin/dedupe/page_dropper.h"
-#include "temp_dir.h"
+#include "uncached_files.h"
 
 #include <doctest/doctest.h>
 #include <fcntl.h>
-#include <linux/magic.h>
-#include <sys/mman.h>
-#include <sys/vfs.h>
 #include <unistd.h>
 
-#include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <iterator>
 #include <string>
@@ -23,25 +18,10 @@ using namespace snapdedupe::testing;
 
 namespace {
 
-constexpr size_t kPage = 4096;
 // Ranges of 2 MiB at 2 MiB boundaries: a page cache of large folios (ext4's) drops only the
 // folios a range covers whole, and none is larger.
 constexpr size_t kRange = 2 * 1024 * 1024;
 constexpr size_t kRanges = 4;
-
-// Pages of [offset, offset + length) of the file in the page cache.
-size_t cached_pages(int fd, size_t offset, size_t length)
-{
-    void* map = ::mmap(nullptr, length, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(offset));
-    REQUIRE(map != MAP_FAILED);
-    std::vector<unsigned char> resident(length / kPage);
-    REQUIRE(::mincore(map, length, resident.data()) == 0);
-    ::munmap(map, length);
-    size_t n = 0;
-    for (unsigned char r : resident)
-        n += r & 1;
-    return n;
-}
 
 size_t open_descriptors()
 {
@@ -54,25 +34,9 @@ size_t open_descriptors()
 TEST_CASE("page dropper: the ranges it was given leave the page cache, the rest stays")
 {
     TempDir dir;
-    struct statfs fs_info;
-    REQUIRE(::statfs(dir.path("").c_str(), &fs_info) == 0);
-    REQUIRE_MESSAGE(fs_info.f_type != TMPFS_MAGIC, "the temp directory is on tmpfs: set TMPDIR to a disk's");
     const size_t size = 2 * kRanges * kRange;
-    // Written with O_DIRECT, past the page cache, then read into it: clean pages that no
-    // journal holds (a page written through the cache can stay pinned by ext4's journal for a
-    // while, and then no advice drops it).
-    std::string path = dir.path("file");
-    {
-        void* chunk = nullptr;
-        REQUIRE(::posix_memalign(&chunk, 4096, kRange) == 0);
-        std::memset(chunk, 'x', kRange);
-        int out = ::open(path.c_str(), O_CREAT | O_WRONLY | O_DIRECT | O_CLOEXEC, 0600);
-        REQUIRE_MESSAGE(out >= 0, "O_DIRECT refused: the temp directory must be on a disk's filesystem");
-        for (size_t at = 0; at < size; at += kRange)
-            REQUIRE(::pwrite(out, chunk, kRange, static_cast<off_t>(at)) == static_cast<ssize_t>(kRange));
-        ::close(out);
-        std::free(chunk);
-    }
+    // Written past the page cache, then read into it: clean pages that no journal holds.
+    std::string path = write_uncached(dir, "file", size);
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     REQUIRE(fd >= 0);
     std::vector<char> buffer(size);

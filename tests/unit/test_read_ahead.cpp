@@ -3,22 +3,19 @@
 // the reader visits is seen through its opener.
 #include "plugin/dedupe/read_ahead.h"
 
-#include "temp_dir.h"
+#include "uncached_files.h"
 
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <atomic>
-#include <cstdlib>
-#include <cstring>
 #include <chrono>
 #include <mutex>
 #include <thread>
 #include <vector>
 
 using namespace snapdedupe;
-using snapdedupe::testing::TempDir;
+using namespace snapdedupe::testing;
 
 namespace {
 
@@ -143,23 +140,13 @@ TEST_CASE("read-ahead: stops at once when destroyed, with reads waiting or none 
 TEST_CASE("read-ahead: holds at most 128 files open, however small the ranges")
 {
     TempDir dir;
-    // 200 files of 4 KiB, written with O_DIRECT so that none is in the page cache: each range
-    // is cold, so each is read and its file held until its group is done. Files of their own,
-    // not blocks of one file: the kernel's readahead (read_ahead_kb, 8 MiB on the development
-    // VM's disk) would bring a file's later blocks into the cache before the reader gets there.
-    // Not written through the cache and dropped: ext4 keeps a page whose buffers its journal
-    // still holds, so POSIX_FADV_DONTNEED leaves one now and then.
-    const std::string path = dir.path("file-");
-    void* block = nullptr;
-    REQUIRE(::posix_memalign(&block, 4096, 4096) == 0);
-    std::memset(block, 'y', 4096);
-    for (uint64_t k = 0; k < 200; ++k) {
-        UniqueFd fd(::open((path + std::to_string(k)).c_str(), O_CREAT | O_WRONLY | O_DIRECT | O_CLOEXEC, 0600));
-        REQUIRE_MESSAGE(fd.valid(), "O_DIRECT refused: the temp directory must be on a disk's filesystem");
-        REQUIRE(::pwrite(fd.get(), block, 4096, 0) == 4096);
-    }
-    std::free(block);
-    RecordingOpener o{path, {}, {}, true};
+    // 200 files of 4 KiB, none in the page cache: each range is cold, so each is read and its
+    // file held until its group is done. Files of their own, not blocks of one file: the
+    // kernel's readahead (read_ahead_kb, 8 MiB on the development VM's disk) would bring a
+    // file's later blocks into the cache before the reader gets there.
+    for (uint64_t k = 0; k < 200; ++k)
+        write_uncached(dir, "file-" + std::to_string(k), kPage);
+    RecordingOpener o{dir.path("file-"), {}, {}, true};
     CompareGroups groups;
     for (uint64_t k = 0; k < 200; ++k)
         groups.push_back({{{5, k, 1}, 0, 4096}});
@@ -179,4 +166,21 @@ TEST_CASE("read-ahead: holds at most 128 files open, however small the ranges")
     INFO("opened " << o.seen().size() << ", read " << ahead.bytes_read());
     CHECK(ahead.bytes_read() <= kHeld + 10 * 4096);
     CHECK(o.seen().size() < 200);
+}
+
+TEST_CASE("start_reading: asks for what is not cached and returns; the pages arrive")
+{
+    TempDir dir;
+    constexpr size_t kSize = 8 * kMiB;
+    const std::string path = write_uncached(dir, "file", kSize);
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    REQUIRE(fd.valid());
+    REQUIRE(cached_pages(fd.get(), 0, kSize) == 0);
+    // Three MiB from the second: more than one step, and not the whole file.
+    CHECK(start_reading(fd.get(), kMiB, 3 * kMiB) == 3 * kMiB);
+    CHECK(eventually([&] { return cached_pages(fd.get(), kMiB, 3 * kMiB) == 3 * kMiB / kPage; }));
+    // Cached now: someone's working set, as far as the reader can tell, so nothing is asked.
+    CHECK(start_reading(fd.get(), kMiB, 3 * kMiB) == 0);
+    // A stop asked for before the first step asks for nothing more.
+    CHECK(start_reading(fd.get(), 6 * kMiB, kMiB, [] { return true; }) == 0);
 }
