@@ -152,6 +152,15 @@ std::vector<Lineage> group_lineages(std::vector<Snapshot> snapshots)
                   [](const Snapshot& a, const Snapshot& b) { return a.otransid < b.otransid; });
         out.push_back(std::move(l));
     }
+    // Snapshots taken here before received ones. The lineage that goes first has its copies
+    // indexed first, and the oldest indexed copy is the keeper. A local snapshot shares its
+    // extents with the live subvolume it was taken from, so keeping its copies leaves the
+    // live subvolume's references where they are; keeping a received copy would move them
+    // too, and rewrite the live subvolume's metadata (packaging/demo.sh: 96,228 references
+    // moved and 21 MiB of metadata growth one way, 104,412 and 27 MiB the other).
+    auto received = [](const Lineage& l) { return !uuid_is_null(l.snapshots.front().received_uuid); };
+    std::stable_sort(out.begin(), out.end(),
+                     [&](const Lineage& a, const Lineage& b) { return !received(a) && received(b); });
     return out;
 }
 

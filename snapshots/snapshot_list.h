@@ -28,6 +28,8 @@ struct Lineage {
 // (snapper: N/snapshot). Throws PathError when it is not on btrfs or holds no snapshot.
 std::vector<Snapshot> find_snapshots(const LabeledFd& dir);
 
+// Lineages of snapshots taken here come first, then received ones; each kind in the order of
+// its origins' uuids.
 std::vector<Lineage> group_lineages(std::vector<Snapshot> snapshots);
 
 } // namespace snapdedupe

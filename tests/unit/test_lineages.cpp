@@ -125,3 +125,23 @@ TEST_CASE("lineages: nothing in, nothing out; a parent_uuid cycle ends")
         total += l.snapshots.size();
     CHECK(total == 2);
 }
+
+TEST_CASE("lineages: snapshots taken here come before received ones, whatever their uuids")
+{
+    // The received chain's origin (its first snapshot, uuid 30) sorts before the live
+    // subvolume's (uuid 90), so by uuid alone it would go first, and its copies would become
+    // the keepers.
+    std::vector<Snapshot> found;
+    Snapshot received_first = snapshot("/backup/live.1", 30, 0, 10);
+    received_first.received_uuid = uuid_of(70);
+    found.push_back(std::move(received_first));
+    Snapshot received_next = snapshot("/backup/live.2", 31, 30, 20);
+    received_next.received_uuid = uuid_of(71);
+    found.push_back(std::move(received_next));
+    found.push_back(snapshot("/snapshots/live.1", 91, 90, 5));
+    found.push_back(snapshot("/snapshots/live.2", 92, 90, 15));
+    std::vector<Lineage> lineages = group_lineages(std::move(found));
+    REQUIRE(lineages.size() == 2);
+    CHECK(paths_of(lineages[0]) == Paths{"/snapshots/live.1", "/snapshots/live.2"});
+    CHECK(paths_of(lineages[1]) == Paths{"/backup/live.1", "/backup/live.2"});
+}
