@@ -109,7 +109,7 @@ void KernelQueries::release(int fd, uint64_t offset, uint64_t length)
     if (dropper_)
         dropper_->drop(fd, offset, length);
     else
-        ::posix_fadvise(fd, static_cast<off_t>(offset), static_cast<off_t>(length), POSIX_FADV_DONTNEED);
+        drop_now(fd, offset, length);
 }
 
 void KernelQueries::compare_soon(CompareGroups groups)

@@ -5,15 +5,10 @@
 
 namespace snapdedupe {
 
-namespace {
-
 void drop_now(int fd, uint64_t offset, uint64_t length)
 {
-    // Advice: nothing to report if it fails; the pages then go the way of any other.
     ::posix_fadvise(fd, static_cast<off_t>(offset), static_cast<off_t>(length), POSIX_FADV_DONTNEED);
 }
-
-} // namespace
 
 PageDropper::PageDropper() : thread_([this] { work(); }) {}
 

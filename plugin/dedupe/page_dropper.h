@@ -17,6 +17,10 @@
 
 namespace snapdedupe {
 
+// Drops [offset, offset + length) of the file open at fd from the page cache, here and now.
+// Advice: nothing to report if it fails; the pages then go the way of any other.
+void drop_now(int fd, uint64_t offset, uint64_t length);
+
 class PageDropper {
 public:
     PageDropper();

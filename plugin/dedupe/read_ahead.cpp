@@ -1,5 +1,7 @@
 #include "plugin/dedupe/read_ahead.h"
 
+#include "plugin/dedupe/page_dropper.h"
+
 #include <fcntl.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -175,8 +177,7 @@ void ReadAhead::release_before(size_t done)
 {
     for (; released_ < done; ++released_) {
         for (const ReadByUs& r : read_[released_])
-            ::posix_fadvise(r.fd.get(), static_cast<off_t>(r.offset), static_cast<off_t>(r.length),
-                            POSIX_FADV_DONTNEED);
+            drop_now(r.fd.get(), r.offset, r.length);
         held_ -= read_[released_].size();
         read_[released_].clear();
     }
