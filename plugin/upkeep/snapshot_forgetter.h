@@ -5,9 +5,11 @@
 // the location of nearly every block (later snapshots add only what changed), and the oldest
 // snapshot is the one retention deletes. So a block whose bytes a surviving snapshot still
 // maps at the same offset moves its location there and keeps its id (and with it its place as
-// keeper): first the same inode in the same lineage, newest snapshot first; then, for a file
-// replaced since (an identical rewrite is a new inode), any surviving indexed snapshot that
-// references the extent (LOGICAL_INO). Only the rest is forgotten.
+// keeper): first the same inode in the newest snapshots of the same lineage; then, for a file
+// that lives on but was written in place since, the same inode in each older snapshot, newest
+// first; for a file replaced since (an identical rewrite is a new inode) or deleted, any
+// surviving indexed snapshot that references the extent (LOGICAL_INO). Only the rest is
+// forgotten.
 #pragma once
 
 #include "index/block_index.h"
