@@ -19,13 +19,16 @@
 # at 10 in one run).
 #
 # Days 0 .. P1-1 are received and caught up with one untimed `run` (P1, P2, P3 = SCALE_POINTS,
-# default 10 30 100); then day P1 is received and its nightly run timed: row "P1 snapshots" (P1
-# snapshots per lineage processed before, P1+1 on disk). Every day up to P2-1 is received and
-# caught up with an untimed nightly run (caches not dropped), day P2 is timed, and so on. After
-# the last point, day P3+1 is received, retention deletes the oldest snapshot of each lineage
-# (the script then waits for the cleaner, `btrfs subvolume sync`, so the row measures snapdedupe
-# and not the cleaner, and its space figures are not the deletion's), and that nightly run is
-# timed: row "P3 after retention" (its run also forgets the deleted snapshots).
+# default 10 30 100); then days P1 .. P1+NIGHTS-1 (NIGHTS, default 3) are received one at a time
+# and each one's nightly run timed: rows "P1" (P1 .. P1+NIGHTS-1 snapshots per lineage processed
+# before). A sub-second run on cold caches varies by a third from one night to the next here, so
+# the ratio below is of the medians of each point's nights. Every day up to P2-1 is received and
+# caught up with an untimed nightly run (caches not dropped), days P2 .. P2+NIGHTS-1 are timed,
+# and so on. After the last point, for NIGHTS nights: the day is received, retention deletes the
+# oldest snapshot of each lineage (the script then waits for the cleaner, `btrfs subvolume sync`,
+# so the row measures snapdedupe and not the cleaner, and its space figures are not the
+# deletion's), and that nightly run is timed: rows "P3 after retention" (each run also forgets
+# the deleted snapshots; the first night's are day 0's, which located nearly every block).
 #
 # Each run is `snapdedupe run --json --db INDEX TARGET/backup`, the index outside the target.
 # Per timed row: the snapshots per lineage on disk and processed by the run; wall, user and
@@ -35,8 +38,8 @@
 # `btrfs filesystem df` after a sync; and integrity: every file of the involved snapshots (of
 # each lineage: the oldest on disk, the newest processed before, and the new one; INTEGRITY=all:
 # every snapshot on the target) hashes (b2sum) the same after the run as before it. Caches are
-# dropped before each timed run. Prints a markdown table and the ratio of the wall times at the
-# last and the first point.
+# dropped before each timed run. Prints a markdown table, each point's median wall time, and the
+# ratio of the medians at the last and the first point.
 #
 # Needs root. Not run by CI. At the defaults (2 x 1 GiB hosts, 50 MiB of churn per host a day,
 # 100 days) on 2 cores: about 10 minutes up to the row at 100 (the series, the daily runs, the
@@ -47,8 +50,8 @@
 # minutes in all on a quiet machine.
 #
 #   sudo tests/benchmark/scale.sh
-#   sudo HOST_MIB=64 CHURN_MIB=4 SCALE_POINTS="3 5 8" tests/benchmark/scale.sh   # a quick look
-# SNAPDEDUPE=binary (default: packaging/build.sh's), INTEGRITY=all, RUN_TIMEOUT, KEEP=1 (keep
+#   sudo HOST_MIB=64 CHURN_MIB=4 NIGHTS=1 SCALE_POINTS="3 5 8" tests/benchmark/scale.sh   # a quick look
+# SNAPDEDUPE=binary (default: packaging/build.sh's), NIGHTS, INTEGRITY=all, RUN_TIMEOUT, KEEP=1 (keep
 # the work dir).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -58,10 +61,12 @@ churn_mib=${CHURN_MIB:-50}
 read -r -a points <<<"${SCALE_POINTS:-10 30 100}"
 integrity=${INTEGRITY:-involved}
 run_timeout=${RUN_TIMEOUT:-0} # 0: none
-prev=0
+nights=${NIGHTS:-3}
+[[ $nights =~ ^[1-9][0-9]*$ ]] || { echo "scale.sh: NIGHTS must be a positive number" >&2; exit 2; }
+prev=-$nights
 for p in "${points[@]}"; do
-    [[ $p =~ ^[0-9]+$ ]] && [ "$p" -gt "$prev" ] ||
-        { echo "scale.sh: SCALE_POINTS must be increasing positive numbers" >&2; exit 2; }
+    [[ $p =~ ^[0-9]+$ ]] && [ "$p" -ge $((prev + nights)) ] && [ "$p" -gt 0 ] ||
+        { echo "scale.sh: SCALE_POINTS must be positive, each at least NIGHTS ($nights) above the one before" >&2; exit 2; }
     prev=$p
 done
 [ "${#points[@]}" -ge 1 ] || { echo "scale.sh: SCALE_POINTS is empty" >&2; exit 2; }
@@ -181,8 +186,8 @@ involved() { # the snapshots to hash: of each lineage the oldest, the newest two
     done | LC_ALL=C sort -u
 }
 results=()
-timed() { # row label: the nightly run, timed on cold caches
-    local label=$1 d0 m0 copies d1 m1 load snaps entries
+timed() { # row label, day: the nightly run, timed on cold caches
+    local label=$1 day=$2 d0 m0 copies d1 m1 load snaps entries
     snaps=$(on_disk hostA)/$(on_disk hostB)
     mapfile -t entries < <(involved)
     manifest "$tgt/backup" "${entries[@]}" >"$tmp/manifest.before"
@@ -200,8 +205,8 @@ timed() { # row label: the nightly run, timed on cold caches
 j = json.load(open(sys.argv[1]))
 print(j["snapshots_processed"], j["bytes_changed"], j["deduped_bytes"])' "$tmp/run.$label.json" 2>/dev/null ||
         echo "- - -")
-    results+=("$label $snaps $report $(cat "$tmp/time") $((d0 - d1)) $((m1 - m0)) $copies ${#entries[@]} $same $load")
-    echo "$(date +%T) $label: ${results[-1]}" >&2
+    results+=("$label $day $snaps $report $(cat "$tmp/time") $((d0 - d1)) $((m1 - m0)) $copies ${#entries[@]} $same $load")
+    echo "$(date +%T) $label (day $day): ${results[-1]}" >&2
 }
 
 # --- the benchmark ---------------------------------------------------------------------------
@@ -210,7 +215,7 @@ started=$(date +%s)
 echo "$(date +%T) building days 0-$((points[0] - 1)) (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
 src=$tmp/src.mnt tgt=$tmp/tgt.mnt
 new_btrfs "$tmp/src.img" "$src" $((host_mib * 6 + churn_mib * 40 + 4096))
-new_btrfs "$tmp/target.img" "$tgt" $((host_mib * 6 + (last + 2) * churn_mib * 5 + 4096)) --direct-io=on
+new_btrfs "$tmp/target.img" "$tgt" $((host_mib * 6 + (last + 2 * nights + 1) * churn_mib * 5 + 4096)) --direct-io=on
 mkdir "$src/snaps" "$tgt/backup"
 for n in 0 1; do
     btrfs -q subvolume create "$src/${hosts[n]}"
@@ -223,17 +228,20 @@ catch_up "first(days-0-$((points[0] - 1)))"
 d=${points[0]}
 for p in "${points[@]}"; do
     for (( ; d < p; d++)); do day $d; catch_up "day$d"; done
-    echo "$(date +%T) day $p" >&2
-    day "$p" first
-    timed "$p"
-    d=$((p + 1))
+    for ((night = 1; night <= nights; night++, d++)); do
+        echo "$(date +%T) day $d" >&2
+        day "$d" first
+        timed "$p" "$d"
+    done
 done
-day $d first
-for h in "${hosts[@]}"; do # retention: the oldest of each lineage goes
-    btrfs -q subvolume delete "$tgt/backup/$(cd "$tgt/backup" && ls -1d "$h".* | LC_ALL=C sort | head -1)"
+for ((night = 1; night <= nights; night++, d++)); do
+    day $d first
+    for h in "${hosts[@]}"; do # retention: the oldest of each lineage goes
+        btrfs -q subvolume delete "$tgt/backup/$(cd "$tgt/backup" && ls -1d "$h".* | LC_ALL=C sort | head -1)"
+    done
+    btrfs -q subvolume sync "$tgt"
+    timed "$last-after-retention" "$d"
 done
-btrfs -q subvolume sync "$tgt"
-timed "$last-after-retention"
 read -r target_data _ < <(space "$tgt")
 index_size=$(stat -c %s "$tmp/index.sqlite")
 elapsed=$(($(date +%s) - started))
@@ -245,23 +253,31 @@ echo "$(date -u +%F), $(nproc) cores, $(free -g | awk '/^Mem:/ { print $2 }') Gi
     "days 0-$d; at the end $(mib "$target_data") of data on the target, index $(mib "$index_size");" \
     "$((elapsed / 60)) min in all"
 echo
-echo "| snapshots | on disk A/B | processed | wall s | user s | sys s | peak RSS | read | changed | deduped | data freed | metadata growth | net freed | files same (snapshots) | load |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| snapshots | day | on disk A/B | processed | wall s | user s | sys s | peak RSS | read | changed | deduped | data freed | metadata growth | net freed | files same (snapshots) | load |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for r in "${results[@]}"; do
-    read -r label snaps processed changed deduped wall user sys rss rbytes rc freed growth copies nsnaps same load <<<"$r"
+    read -r label day snaps processed changed deduped wall user sys rss rbytes rc freed growth copies nsnaps same load <<<"$r"
     [ "$rc" = 0 ] || label="$label (exit $rc)"
     label=${label/-after-retention/ after retention}
     [ "$changed" = - ] || changed=$(mib "$changed")
     [ "$deduped" = - ] || deduped=$(mib "$deduped")
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s (%s) | %s |\n' "$label" "$snaps" \
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s (%s) | %s |\n' "$label" "$day" "$snaps" \
         "$processed" "$wall" "$user" "$sys" "$(mib $((rss * 1024)))" "$(mib "$rbytes")" "$changed" "$deduped" \
         "$(mib "$freed")" "$(mib "$growth")" "$(mib $((freed - copies * growth)))" "$same" "$nsnaps" "$load"
 done
 echo
-read -r _ _ _ _ _ first_wall _ <<<"${results[0]}"
-read -r _ _ _ _ _ last_wall _ <<<"${results[${#points[@]} - 1]}"
-awk -v a="$first_wall" -v b="$last_wall" -v p="${points[0]}" -v q="$last" \
-    'BEGIN { printf "nightly wall at %d / at %d: %.2f (done when <= 1.2)\n", q, p, b / a }'
+median_wall() { # label: the median wall time of its nights
+    local r
+    for r in "${results[@]}"; do
+        read -r label _ _ _ _ _ wall _ <<<"$r"
+        [ "$label" = "$1" ] && echo "$wall"
+    done | sort -g | awk '{ w[NR] = $1 } END { print NR % 2 ? w[(NR + 1) / 2] : (w[NR / 2] + w[NR / 2 + 1]) / 2 }'
+}
+for p in "${points[@]}" "$last-after-retention"; do
+    echo "median nightly wall at ${p/-after-retention/ after retention}: $(median_wall "$p") s"
+done
+awk -v a="$(median_wall "${points[0]}")" -v b="$(median_wall "$last")" -v p="${points[0]}" -v q="$last" \
+    'BEGIN { printf "nightly wall at %d / at %d (medians): %.2f (done when <= 1.2)\n", q, p, b / a }'
 awk '$1 ~ /^day/ { n++; s += $2; if ($2 > m) m = $2 } $1 ~ /^first/ { f = $2 }
      END { printf "untimed runs (warm caches): the first %.1f s; %d daily, mean %.2f s, max %.2f s\n", f, n, n ? s / n : 0, m }' \
     "$tmp/catch-up.times"
