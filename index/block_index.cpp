@@ -189,6 +189,21 @@ void BlockIndex::move_block(int64_t id, const BlockLocation& where)
     st.run();
 }
 
+void BlockIndex::exchange_block(int64_t id, const BlockKey& key, const BlockLocation& where)
+{
+    // OR REPLACE: a row of the copy's own (an earlier location of those bytes) gives way to it.
+    Statement st = db_.prepare("UPDATE OR REPLACE blocks SET extent = ?2, extent_offset = ?3, extent_gen = ?4, "
+                               "root_id = ?5, inode = ?6, inode_gen = ?7, file_offset = ?8 WHERE id = ?1");
+    st.bind(1, id).bind(2, key.extent).bind(3, key.extent_offset).bind(4, key.generation);
+    st.bind(5, where.file.root).bind(6, where.file.inode).bind(7, where.file.generation).bind(8, where.file_offset);
+    st.run();
+}
+
+int64_t BlockIndex::last_block_id()
+{
+    return db_.scalar("SELECT coalesce(max(id), 0) FROM blocks");
+}
+
 int64_t BlockIndex::forget_snapshot(uint64_t root)
 {
     Statement blocks = db_.prepare("DELETE FROM blocks WHERE root_id = ?1");

@@ -105,6 +105,11 @@ public:
     void settle_deferred(const BlockLocation& where);
     // Every move in the journal. They stay there until settled.
     std::vector<DeferredMove> deferred();
+    // The copy at `key`, `where` takes over the row `id`, and with it its id and its place as
+    // keeper: the planner found the copy cheaper to keep (plugin/dedupe/extent_planner.h).
+    void exchange_block(int64_t id, const BlockKey& key, const BlockLocation& where);
+    // The highest row id so far (0: none): rows above it were added since.
+    int64_t last_block_id();
     // The indexed block at this disk address (any generation), if any: where a keeper is now.
     std::optional<IndexedBlock> block_at(const BlockKey& key);
 

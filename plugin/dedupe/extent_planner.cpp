@@ -21,6 +21,9 @@ namespace {
 // the number of references moved in it. An estimate, checked against measured growth.
 constexpr uint64_t kInodesPerLeaf = 32;
 
+// Pieces in extent order: how fully_covered and add_moves walk them.
+constexpr auto by_extent_offset = [](const auto& a, const auto& b) { return a.extent_offset < b.extent_offset; };
+
 } // namespace
 
 struct ExtentPlanner::Piece {
@@ -29,6 +32,8 @@ struct ExtentPlanner::Piece {
     InodeHandle src;
     uint64_t src_offset = 0;
     BlockKey keeper_key;
+    size_t block = 0;         // the duplicate block it is part of
+    uint64_t file_offset = 0; // where it starts in that block's file
 };
 
 struct ExtentPlanner::Candidate {
@@ -45,6 +50,15 @@ struct ExtentPlanner::Reference {
     InodeHandle file;
     FileExtentItem item;
     bool writable = false; // in a writable subvolume
+};
+
+// An extent that could be freed, with its references.
+struct ExtentPlanner::Eligible {
+    Candidate cand;
+    std::vector<Reference> refs;
+    bool writable = false;
+    std::set<Leaf> leaves;
+    std::vector<KeeperExchange> exchanges; // the keeper's extent, moving onto its copy
 };
 
 bool ExtentPlanner::read_only(uint64_t root)
@@ -68,6 +82,78 @@ bool ExtentPlanner::regular_file(uint64_t root, uint64_t inode, InodeHandle& han
     }
     handle = it->second;
     return handle.generation != 0;
+}
+
+std::optional<ExtentPlanner::Candidate>
+ExtentPlanner::keeper_extent_of(const Candidate& c, const std::vector<DuplicateBlock>& duplicates, int64_t after)
+{
+    if (c.pieces.empty())
+        return std::nullopt;
+    for (const Piece& p : c.pieces)
+        if (duplicates[p.block].keeper.id <= after)
+            return std::nullopt;
+    // The keeper's extent: what the first piece's keeper location maps.
+    const Piece& first = c.pieces.front();
+    std::vector<FileExtentItem> items =
+        fs_.file_extent_items(first.src.root, first.src.inode, first.src_offset, first.src_offset);
+    if (items.size() != 1 || items[0].type != BTRFS_FILE_EXTENT_REG || items[0].disk_bytenr == 0 ||
+        items[0].disk_bytenr == c.disk_bytenr)
+        return std::nullopt;
+    Candidate k;
+    k.disk_bytenr = items[0].disk_bytenr;
+    k.disk_bytes = items[0].disk_num_bytes;
+    k.blocks = c.blocks;
+    for (const Piece& p : c.pieces) {
+        const DuplicateBlock& d = duplicates[p.block];
+        // A plain extent's block key is the disk address of the block's first byte; a
+        // compressed one's is the extent's, with the block's offset in its data.
+        const BlockKey& key = d.keeper.key;
+        if (key.extent < k.disk_bytenr || key.extent >= k.disk_bytenr + k.disk_bytes)
+            return std::nullopt; // the keepers lie in more than one extent
+        Piece mirror;
+        mirror.extent_offset = key.extent - k.disk_bytenr + key.extent_offset + (p.file_offset - d.block.file_offset);
+        mirror.length = p.length;
+        mirror.src = d.file;
+        mirror.src_offset = p.file_offset;
+        mirror.keeper_key = d.block.key;
+        mirror.block = p.block;
+        k.pieces.push_back(mirror);
+        k.duplicate_bytes += p.length;
+    }
+    std::sort(k.pieces.begin(), k.pieces.end(), by_extent_offset);
+    return k;
+}
+
+void ExtentPlanner::exchange_if_cheaper(Eligible& e, const std::vector<DuplicateBlock>& duplicates, int64_t after,
+                                        const KeeperUsers& keeper_users,
+                                        const std::map<uint64_t, Candidate>& candidates)
+{
+    std::optional<Candidate> keeper = keeper_extent_of(e.cand, duplicates, after);
+    if (!keeper || candidates.count(keeper->disk_bytenr))
+        return;
+    // Another extent of the batch deduped onto this keeper would land on an extent that is
+    // about to go, or keep it.
+    for (auto it = keeper_users.lower_bound(keeper->disk_bytenr);
+         it != keeper_users.end() && it->first < keeper->disk_bytenr + keeper->disk_bytes; ++it)
+        if (it->second != e.cand.disk_bytenr)
+            return;
+    Eligible x;
+    if (!read_references(*keeper, x.refs, x.writable) || x.refs.size() >= e.refs.size() ||
+        !fully_covered(*keeper, x.refs) || (x.writable && readonly_only_))
+        return;
+    x.leaves = leaves_of(x.refs);
+    if (x.leaves.size() > e.leaves.size())
+        return;
+    // The processed snapshot's bytes are deduped once: count one reference's moves as its.
+    keeper->primary_files.insert(x.refs.front().file);
+    std::set<int64_t> rows;
+    for (const Piece& p : keeper->pieces) {
+        const DuplicateBlock& d = duplicates[p.block];
+        if (rows.insert(d.keeper.id).second)
+            x.exchanges.push_back({p.block, d.keeper.id, d.block.key, {d.file, d.block.file_offset}});
+    }
+    x.cand = std::move(*keeper);
+    e = std::move(x);
 }
 
 // Maps each duplicate block onto the extents that hold its bytes in the snapshot's file.
@@ -121,6 +207,8 @@ void ExtentPlanner::add_block_pieces(const DuplicateBlock& d, size_t index, cons
         p.src = d.keeper.where.file;
         p.src_offset = d.keeper.where.file_offset + (o0 - b0);
         p.keeper_key = d.keeper.key;
+        p.block = index;
+        p.file_offset = o0;
         c.pieces.push_back(p);
         c.duplicate_bytes += p.length;
         if (c.blocks.empty() || c.blocks.back() != index)
@@ -237,33 +325,34 @@ void ExtentPlanner::add_moves(const Candidate& cand, const std::vector<Reference
     }
 }
 
-ExtentPlan ExtentPlanner::plan(const std::vector<DuplicateBlock>& duplicates)
+ExtentPlan ExtentPlanner::plan(const std::vector<DuplicateBlock>& duplicates, std::optional<int64_t> exchangeable_after)
 {
     ExtentPlan plan;
     DedupeCounters& c = plan.counters;
 
     // First the extents that could be freed at all, with their references.
-    struct Eligible {
-        Candidate cand;
-        std::vector<Reference> refs;
-        bool writable = false;
-        std::set<Leaf> leaves;
-    };
+    std::map<uint64_t, Candidate> candidates = collect_candidates(duplicates);
+    KeeperUsers keeper_users;
+    if (exchangeable_after)
+        for (const auto& [bytenr, cand] : candidates)
+            for (const Piece& p : cand.pieces)
+                keeper_users.emplace(p.keeper_key.extent, bytenr);
     std::vector<Eligible> eligible;
-    for (auto& [bytenr, cand] : collect_candidates(duplicates)) {
-        std::sort(cand.pieces.begin(), cand.pieces.end(),
-                  [](const Piece& a, const Piece& b) { return a.extent_offset < b.extent_offset; });
+    for (auto& [bytenr, cand] : candidates) {
+        std::sort(cand.pieces.begin(), cand.pieces.end(), by_extent_offset);
         Eligible e;
         if (cand.onto_itself || !read_references(cand, e.refs, e.writable) || !fully_covered(cand, e.refs)) {
             c.skipped_partial_bytes += cand.duplicate_bytes; // sharing part of an extent frees nothing
             continue;
         }
+        e.leaves = leaves_of(e.refs);
+        e.cand = cand; // a copy: the exchange looks up the others
+        if (exchangeable_after && e.refs.size() > 1) // one reference is as cheap as it gets
+            exchange_if_cheaper(e, duplicates, *exchangeable_after, keeper_users, candidates);
         if (e.writable && readonly_only_) {
-            c.skipped_writable_bytes += cand.duplicate_bytes;
+            c.skipped_writable_bytes += e.cand.duplicate_bytes;
             continue;
         }
-        e.leaves = leaves_of(e.refs);
-        e.cand = std::move(cand);
         eligible.push_back(std::move(e));
     }
 
@@ -297,6 +386,7 @@ ExtentPlan ExtentPlanner::plan(const std::vector<DuplicateBlock>& duplicates)
         size_t index = plan.extents.size();
         plan.extents.push_back({e.cand.disk_bytenr, e.cand.disk_bytes, e.refs.size(), cost, e.writable});
         plan.extent_blocks.push_back(e.cand.blocks);
+        plan.exchanges.insert(plan.exchanges.end(), e.exchanges.begin(), e.exchanges.end());
         ++c.extents_planned;
         c.predicted_freed_bytes += e.cand.disk_bytes;
         c.predicted_metadata_bytes += cost;

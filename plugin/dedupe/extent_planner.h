@@ -14,6 +14,7 @@
 #include "snapshots/kernel/space_info.h"
 
 #include <map>
+#include <optional>
 #include <set>
 #include <tuple>
 #include <utility>
@@ -45,10 +46,20 @@ struct PlannedMove {
     bool writable = false; // in a writable subvolume: moved only after all read-only ones
 };
 
+// A duplicate block that becomes the keeper of its bytes: the copy at `key`, `where` takes over
+// the keeper's row `keeper_id` (BlockIndex::exchange_block), and the keeper's extent moves onto it.
+struct KeeperExchange {
+    size_t duplicate = 0; // index into the planned duplicates
+    int64_t keeper_id = 0;
+    BlockKey key;
+    BlockLocation where;
+};
+
 struct ExtentPlan {
     std::vector<PlannedExtent> extents;             // each extent to free (plugin/run_report.h)
     std::vector<std::vector<size_t>> extent_blocks; // per extent: the duplicate blocks with bytes in it
     std::vector<PlannedMove> moves;
+    std::vector<KeeperExchange> exchanges; // to make in the index before the first move
     DedupeCounters counters; // skips and predictions
 };
 
@@ -61,17 +72,34 @@ public:
     {
     }
 
-    ExtentPlan plan(const std::vector<DuplicateBlock>& duplicates);
+    // `exchangeable_after`: keepers in rows above this id (indexed during this run) may be
+    // exchanged for their copy when moving the keeper's extent onto the copy costs less than the
+    // other way round: fewer references, no more metadata leaves. Oldest first is the cheaper
+    // choice for a copy that stays (the newer copy is held by fewer snapshots), not for an
+    // identical reinstall, whose old copy leaves the later snapshots. Rows of earlier runs are
+    // not, so a nightly run never asks the kernel about a keeper held by every snapshot.
+    ExtentPlan plan(const std::vector<DuplicateBlock>& duplicates,
+                    std::optional<int64_t> exchangeable_after = std::nullopt);
 
 private:
     struct Piece;     // part of an extent that a duplicate block covers
     struct Candidate; // an extent under consideration
     struct Reference; // one file extent item that points at a candidate
+    struct Eligible;  // a candidate that could be freed, with its references
+    // Keeper addresses (a block key's extent) -> the candidates with pieces deduped onto them.
+    using KeeperUsers = std::multimap<uint64_t, uint64_t>;
 
     std::map<uint64_t, Candidate> collect_candidates(const std::vector<DuplicateBlock>& duplicates);
     void add_block_pieces(const DuplicateBlock& d, size_t index, const std::vector<FileExtentItem>& items,
                           std::map<uint64_t, Candidate>& candidates);
     bool read_references(const Candidate& c, std::vector<Reference>& refs, bool& writable);
+    // The keeper's side of `c`: its extent, with `c`'s copy as the keeper of every byte, if all
+    // of `c`'s pieces have their keepers in one extent, in rows above `after`.
+    std::optional<Candidate> keeper_extent_of(const Candidate& c, const std::vector<DuplicateBlock>& duplicates,
+                                              int64_t after);
+    // Makes `e` its keeper's extent instead, moving onto `e`'s copy, if that costs less.
+    void exchange_if_cheaper(Eligible& e, const std::vector<DuplicateBlock>& duplicates, int64_t after,
+                             const KeeperUsers& keeper_users, const std::map<uint64_t, Candidate>& candidates);
     bool read_only(uint64_t root);
     bool regular_file(uint64_t root, uint64_t inode, InodeHandle& handle);
     // Every reference's bytes have a copy to move onto.

@@ -46,7 +46,8 @@ constexpr size_t kFilesPerChunk = 256;
 SnapshotPass::SnapshotPass(FilesystemQueries& queries, MoveJournal& journal, BlockIndex& index,
                            BlockFingerprinter fingerprinter, MetadataGeometry geometry, PassPolicy policy)
     : queries_(queries), index_(index), fingerprinter_(std::move(fingerprinter)), policy_(std::move(policy)),
-      planner_(queries, geometry, policy_.readonly_only), mover_(queries, journal)
+      planner_(queries, geometry, policy_.readonly_only), mover_(queries, journal),
+      last_row_before_run_(index.last_block_id())
 {
 }
 
@@ -144,7 +145,16 @@ void SnapshotPass::index_chunk(SnapshotReport& report, std::vector<DuplicateBloc
 DedupeCounters SnapshotPass::dedupe(const std::vector<DuplicateBlock>& duplicates,
                                     std::vector<PlannedExtent>* plan_out, bool index_unmoved)
 {
-    ExtentPlan plan = planner_.plan(duplicates);
+    // Finishing the journal plans each move as recorded: its keeper stays the keeper.
+    ExtentPlan plan = planner_.plan(duplicates, index_unmoved ? std::optional<int64_t>(last_row_before_run_)
+                                                              : std::nullopt);
+    // In the same transaction as the journal's record of the moves (committed before the first
+    // one runs): a killed run leaves the copy as the keeper, and the journal moving the old one.
+    std::vector<bool> exchanged(duplicates.size(), false);
+    for (const KeeperExchange& x : plan.exchanges) {
+        index_.exchange_block(x.keeper_id, x.key, x.where);
+        exchanged[x.duplicate] = true;
+    }
     DedupeCounters counters = plan.counters;
     for (const DuplicateBlock& d : duplicates)
         counters.duplicate_bytes += d.block.length;
@@ -178,7 +188,7 @@ DedupeCounters SnapshotPass::dedupe(const std::vector<DuplicateBlock>& duplicate
     // freed disk address would hide the next data written there.
     for (size_t i = 0; index_unmoved && i < duplicates.size(); ++i) {
         const DuplicateBlock& d = duplicates[i];
-        if (!moved[i] && !busy[i])
+        if (!moved[i] && !busy[i] && !exchanged[i]) // an exchanged one has the keeper's row
             index_.add_block(d.block.key, {d.fingerprint, d.block.length, d.block.nodatasum},
                              {d.file, d.block.file_offset});
     }

@@ -73,6 +73,9 @@ private:
     PassPolicy policy_;
     ExtentPlanner planner_;
     ReferenceMover mover_;
+    // Rows above it were indexed during this run: their keepers may be exchanged for a copy
+    // that costs less to keep (ExtentPlanner::plan).
+    int64_t last_row_before_run_ = 0;
     std::map<InodeHandle, bool> opens_;
     std::set<std::tuple<uint64_t, uint64_t>> pending_; // keys of this pass's duplicates
     std::vector<FileBlocks> chunk_;                    // scanned, not yet fingerprinted

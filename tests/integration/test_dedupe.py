@@ -305,5 +305,46 @@ def part_prefetch(r, ws, binary):
             str(got))
 
 
+def reinstall(live, name):
+    """An identical reinstall, as dpkg does it: a new file of the same bytes, renamed over."""
+    path = os.path.join(live, name)
+    sh("cp", "--reflink=never", "--preserve=all", path, path + ".dpkg-new")
+    os.rename(path + ".dpkg-new", path)
+
+
+def part_cheaper_keeper(r, ws, binary):
+    """A library reinstalled after the first snapshot: its old copy is held by one snapshot,
+    its new one by three and the live subvolume. A first run moves the old copy's one
+    reference onto the new copy, not the new copy's four onto the old; the next night's
+    reinstall is deduped onto the new copy, which the index now holds as the keeper."""
+    r.section("10. cheaper keepers: a reinstall's old copy moves onto the new one")
+    fs = ws.make_btrfs("keepers", size=GiB)
+    live, snapshot = new_series(fs)
+    size = 4 * MiB
+    with open(os.path.join(live, "lib.so"), "wb") as f:
+        f.write(random.Random(2026).randbytes(size))
+    snaps = [snapshot("src.1")]
+    reinstall(live, "lib.so")
+    snaps += [snapshot(f"src.{i}") for i in (2, 3, 4)]
+    before = manifest_all(snaps + [live])
+    if binary is None:
+        return
+    res, freed = measured_run(r, ws, binary, fs, "keepers", "first run")
+    r.check("first run: one reference moved (the old copy's), not four",
+            res.num("references_moved") == 1, str(res.num("references_moved")))
+    r.check("first run: the copy's 4 MiB freed (within 5%)", abs(freed - size) <= 0.05 * size, str(freed))
+    check_snapshots(r, "first run (snapshots + live subvolume)", before, snaps + [live])
+
+    reinstall(live, "lib.so")
+    snaps.append(snapshot("src.5"))
+    before = manifest_all(snaps + [live])
+    res, freed = measured_run(r, ws, binary, fs, "keepers", "next night")
+    r.check("next night: the new reinstall's two references (snapshot and live) moved onto the keeper",
+            res.num("references_moved") == 2, str(res.num("references_moved")))
+    r.check("next night: its 4 MiB freed (within 5%)", abs(freed - size) <= 0.05 * size, str(freed))
+    check_snapshots(r, "next night (snapshots + live subvolume)", before, snaps + [live])
+
+
 if __name__ == "__main__":
-    main(PROG, __doc__, [part_main, part_live, part_compressed, part_fanout, part_prefetch], selftest=True)
+    main(PROG, __doc__, [part_main, part_live, part_compressed, part_fanout, part_prefetch, part_cheaper_keeper],
+         selftest=True)
