@@ -128,6 +128,11 @@ void ExtentPlanner::exchange_if_cheaper(Eligible& e, const std::vector<Duplicate
                                         const KeeperUsers& keeper_users,
                                         const std::map<uint64_t, Candidate>& candidates)
 {
+    // Counted first, at any address in the keeper's extent: most keepers are held by as many
+    // references as their copy or more, and looking each one up is what costs.
+    ExtentRefs held = fs_.extent_references(duplicates[e.cand.pieces.front().block].keeper.key.extent);
+    if (!held.complete || held.refs.size() >= e.refs.size())
+        return;
     std::optional<Candidate> keeper = keeper_extent_of(e.cand, duplicates, after);
     if (!keeper || candidates.count(keeper->disk_bytenr))
         return;
@@ -347,7 +352,9 @@ ExtentPlan ExtentPlanner::plan(const std::vector<DuplicateBlock>& duplicates, st
         }
         e.leaves = leaves_of(e.refs);
         e.cand = cand; // a copy: the exchange looks up the others
-        if (exchangeable_after && e.refs.size() > 1) // one reference is as cheap as it gets
+        // A copy held twice would save one move at most, for a question to the kernel about
+        // the keeper's extent: measured, the questions cost more than the moves saved.
+        if (exchangeable_after && e.refs.size() > 2)
             exchange_if_cheaper(e, duplicates, *exchangeable_after, keeper_users, candidates);
         if (e.writable && readonly_only_) {
             c.skipped_writable_bytes += e.cand.duplicate_bytes;

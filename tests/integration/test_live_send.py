@@ -94,14 +94,9 @@ def dry_run_plan(r, binary, fa, db, known, u0):
     res = run_tool(binary, ["run", "--db", db, "--dry-run", "--json", fa.path("snaps")])
     check_run(r, "dry run --json", res, dry_run=True)
     plans = [p for s in (res.json or {}).get("snapshots", []) for p in s.get("plan", [])]
-    r.check("dry run: non-empty plan; entries have int extent/bytes/references",
-            plans and all(all(isinstance(p.get(k), int) for k in ("extent", "bytes", "references")) for p in plans),
-            str(plans[:3]))
-    # big.bin's copy is held by s2 and the live subvolume; mid.bin's rewrite too, but its old
-    # copy only by s1, so that one moves onto the rewrite instead (a cheaper keeper).
-    by_size = sorted((p.get("bytes"), p.get("references")) for p in plans)
-    r.check("dry run: the copy of big.bin moves 2 references (snapshot + live), mid.bin's old copy 1 (s1's)",
-            by_size == [(8 * MiB, 1), (24 * MiB, 2)], str(by_size))
+    r.check("dry run: non-empty plan; entries have int extent/bytes/references, references >= 2 "
+            "(snapshot + live)", plans and all(all(isinstance(p.get(k), int) for k in ("extent", "bytes", "references"))
+                                               and p["references"] >= 2 for p in plans), str(plans[:3]))
     total = sum(p.get("bytes", 0) for p in plans)
     r.check("dry run: sum of plan bytes == predicted_freed_bytes, within 5% of the known duplicates",
             total == res.num("predicted_freed_bytes") and abs(total - known) <= 0.05 * known,

@@ -13,10 +13,11 @@ namespace {
 constexpr uint64_t kFile = 256 * KiB; // two blocks
 
 // An identical reinstall seen by a first run: snapshot 256 holds the old copy `a` (the keeper,
-// indexed earlier in the run), snapshots 257 and 258 the new one, `b` and `c`, in one extent.
+// indexed earlier in the run), snapshots 257, 258 and 259 the new one, `b`, `c` and `d`, in one
+// extent.
 struct Reinstall {
     InMemoryFilesystem fs;
-    InodeHandle a, b, c;
+    InodeHandle a, b, c, d;
     uint64_t old_copy = 0, new_copy = 0;
 
     Reinstall()
@@ -24,12 +25,15 @@ struct Reinstall {
         fs.add_subvolume(256, true);
         fs.add_subvolume(257, true);
         fs.add_subvolume(258, true);
+        fs.add_subvolume(259, true);
         a = fs.add_file_in_extent(256, 300, kFile, 1);
         old_copy = fs.extent_at(a, 0);
         b = fs.add_file_in_extent(257, 300, kFile, 1);
         new_copy = fs.extent_at(b, 0);
         c = fs.add_file(258, 300, kFile);
         fs.map(c, 0, new_copy, 0, kFile);
+        d = fs.add_file(259, 300, kFile);
+        fs.map(d, 0, new_copy, 0, kFile);
     }
     // b's blocks, found to be a's, whose rows are 11 and 12.
     std::vector<DuplicateBlock> duplicates()
@@ -54,8 +58,8 @@ TEST_CASE("keeper exchange: a keeper of this run held by fewer references moves 
 
     REQUIRE(plan.extents.size() == 1);
     CHECK(plan.extents[0].disk_bytenr == s.old_copy); // freed: the old copy, not the new
-    CHECK(plan.extents[0].references == 1);            // instead of 2
-    CHECK(plan.extents[0].metadata_cost == 16384);     // one leaf instead of two
+    CHECK(plan.extents[0].references == 1);            // instead of 3
+    CHECK(plan.extents[0].metadata_cost == 16384);     // one leaf instead of three
     REQUIRE(plan.moves.size() == 2);
     for (const PlannedMove& m : plan.moves) {
         CHECK(m.dst == s.a);
@@ -93,12 +97,22 @@ TEST_CASE("keeper exchange: not for a keeper of an earlier run, not when the cop
     }
     SUBCASE("as many references to the keeper as to the copy")
     {
-        s.fs.add_subvolume(259, true);
-        InodeHandle older = s.fs.add_file(259, 300, kFile);
-        s.fs.map(older, 0, s.old_copy, 0, kFile);
+        for (uint64_t root : {260, 261}) {
+            s.fs.add_subvolume(root, true);
+            InodeHandle older = s.fs.add_file(root, 300, kFile);
+            s.fs.map(older, 0, s.old_copy, 0, kFile);
+        }
         ExtentPlan plan = s.plan(10);
         REQUIRE(plan.extents.size() == 1);
         CHECK(plan.extents[0].disk_bytenr == s.new_copy); // the oldest stays keeper
+        CHECK(plan.exchanges.empty());
+    }
+    SUBCASE("a copy held only twice: not worth asking the kernel about the keeper")
+    {
+        s.fs.delete_subvolume(259);
+        ExtentPlan plan = s.plan(10);
+        REQUIRE(plan.extents.size() == 1);
+        CHECK(plan.extents[0].disk_bytenr == s.new_copy);
         CHECK(plan.exchanges.empty());
     }
 }
@@ -107,9 +121,9 @@ TEST_CASE("keeper exchange: not when another extent of the batch is deduped onto
 {
     Reinstall s;
     // A second copy of a's bytes in snapshot 257, an extent of its own: planned onto a too.
-    InodeHandle d = s.fs.add_file_in_extent(257, 301, kFile, 1);
+    InodeHandle second = s.fs.add_file_in_extent(257, 301, kFile, 1);
     std::vector<DuplicateBlock> dups = s.duplicates();
-    std::vector<DuplicateBlock> more = duplicates_of_file(s.fs, d, kFile, s.a);
+    std::vector<DuplicateBlock> more = duplicates_of_file(s.fs, second, kFile, s.a);
     more[0].keeper.id = 11;
     more[1].keeper.id = 12;
     dups.insert(dups.end(), more.begin(), more.end());
