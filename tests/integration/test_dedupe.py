@@ -222,6 +222,16 @@ def new_series(fs):
     return live, snapshot
 
 
+def series_with_file(ws, name, rel, size, seed):
+    """A new filesystem whose live subvolume holds one random file `rel`, and its first snapshot:
+    (fs, live, snapshot(name), [first snapshot])."""
+    fs = ws.make_btrfs(name, size=GiB)
+    live, snapshot = new_series(fs)
+    with open(os.path.join(live, rel), "wb") as f:
+        f.write(random.Random(seed).randbytes(size))
+    return fs, live, snapshot, [snapshot("src.000")]
+
+
 def part_compressed(r, ws, binary):
     """compress=zstd: duplicates live in compressed extents, whose bytes have no disk address
     of their own; what is freed is their compressed size."""
@@ -257,12 +267,8 @@ def part_compressed(r, ws, binary):
 def part_fanout(r, ws, binary):
     """One duplicate extent referenced by more snapshots than one ioctl carries (120)."""
     r.section("8. large fan-out: a duplicate held by 130 snapshots and the live subvolume")
-    fs = ws.make_btrfs("fanout", size=GiB)
-    live, snapshot = new_series(fs)
     size = 16 * MiB
-    with open(os.path.join(live, "orig.bin"), "wb") as f:
-        f.write(random.Random(77).randbytes(size))
-    snaps = [snapshot("src.000")]
+    fs, live, snapshot, snaps = series_with_file(ws, "fanout", "orig.bin", size, 77)
     sh("cp", "--reflink=never", os.path.join(live, "orig.bin"), os.path.join(live, "copy.bin"))
     snaps += [snapshot(f"src.{i:03d}") for i in range(1, 131)]
     watched = [snaps[0], snaps[1], snaps[-1], live]
@@ -318,14 +324,10 @@ def part_cheaper_keeper(r, ws, binary):
     reference onto the new copy, not the new copy's four onto the old; the next night's
     reinstall is deduped onto the new copy, which the index now holds as the keeper."""
     r.section("10. cheaper keepers: a reinstall's old copy moves onto the new one")
-    fs = ws.make_btrfs("keepers", size=GiB)
-    live, snapshot = new_series(fs)
     size = 4 * MiB
-    with open(os.path.join(live, "lib.so"), "wb") as f:
-        f.write(random.Random(2026).randbytes(size))
-    snaps = [snapshot("src.1")]
+    fs, live, snapshot, snaps = series_with_file(ws, "keepers", "lib.so", size, 2026)
     reinstall(live, "lib.so")
-    snaps += [snapshot(f"src.{i}") for i in (2, 3, 4)]
+    snaps += [snapshot(f"src.{i:03d}") for i in (1, 2, 3)]
     before = manifest_all(snaps + [live])
     if binary is None:
         return
@@ -336,7 +338,7 @@ def part_cheaper_keeper(r, ws, binary):
     check_snapshots(r, "first run (snapshots + live subvolume)", before, snaps + [live])
 
     reinstall(live, "lib.so")
-    snaps.append(snapshot("src.5"))
+    snaps.append(snapshot("src.004"))
     before = manifest_all(snaps + [live])
     res, freed = measured_run(r, ws, binary, fs, "keepers", "next night")
     r.check("next night: the new reinstall's two references (snapshot and live) moved onto the keeper",

@@ -10,35 +10,14 @@ using namespace snapdedupe::testing;
 
 namespace {
 
-constexpr uint64_t kFile = 256 * KiB; // two blocks
-
-// An identical reinstall seen by a first run: snapshot 256 holds the old copy `a` (the keeper,
-// indexed earlier in the run), snapshots 257, 258 and 259 the new one, `b`, `c` and `d`, in one
-// extent.
-struct Reinstall {
-    InMemoryFilesystem fs;
-    InodeHandle a, b, c, d;
-    uint64_t old_copy = 0, new_copy = 0;
-
-    Reinstall()
-    {
-        fs.add_subvolume(256, true);
-        fs.add_subvolume(257, true);
-        fs.add_subvolume(258, true);
-        fs.add_subvolume(259, true);
-        a = fs.add_file_in_extent(256, 300, kFile, 1);
-        old_copy = fs.extent_at(a, 0);
-        b = fs.add_file_in_extent(257, 300, kFile, 1);
-        new_copy = fs.extent_at(b, 0);
-        c = fs.add_file(258, 300, kFile);
-        fs.map(c, 0, new_copy, 0, kFile);
-        d = fs.add_file(259, 300, kFile);
-        fs.map(d, 0, new_copy, 0, kFile);
-    }
+// An identical reinstall seen by a first run (SharedCopy): snapshot 256 holds the old copy `a`
+// (the keeper, indexed earlier in the run), snapshots 257 and 258 and the live subvolume 259
+// the new one, `b`, `c` and `w`, in one extent.
+struct Reinstall : SharedCopy {
     // b's blocks, found to be a's, whose rows are 11 and 12.
     std::vector<DuplicateBlock> duplicates()
     {
-        std::vector<DuplicateBlock> d = duplicates_of_file(fs, b, kFile, a);
+        std::vector<DuplicateBlock> d = duplicates_of_file(fs, b, kSize, a);
         d[0].keeper.id = 11;
         d[1].keeper.id = 12;
         return d;
@@ -57,7 +36,7 @@ TEST_CASE("keeper exchange: a keeper of this run held by fewer references moves 
     ExtentPlan plan = s.plan(10); // rows above 10 are this run's
 
     REQUIRE(plan.extents.size() == 1);
-    CHECK(plan.extents[0].disk_bytenr == s.old_copy); // freed: the old copy, not the new
+    CHECK(plan.extents[0].disk_bytenr == s.kept); // freed: the old copy, not the new
     CHECK(plan.extents[0].references == 1);            // instead of 3
     CHECK(plan.extents[0].metadata_cost == 16384);     // one leaf instead of three
     REQUIRE(plan.moves.size() == 2);
@@ -75,7 +54,7 @@ TEST_CASE("keeper exchange: a keeper of this run held by fewer references moves 
         CHECK(x.where.file_offset == x.duplicate * kBlockSize);
         CHECK(x.key == s.fs.block_at(s.b, x.where.file_offset, kBlockSize)->key);
     }
-    CHECK(plan.counters.predicted_freed_bytes == kFile);
+    CHECK(plan.counters.predicted_freed_bytes == Reinstall::kSize);
 }
 
 TEST_CASE("keeper exchange: not for a keeper of an earlier run, not when the copy costs no more, not in a replay")
@@ -85,34 +64,34 @@ TEST_CASE("keeper exchange: not for a keeper of an earlier run, not when the cop
     {
         ExtentPlan plan = s.plan(12); // rows 11 and 12 are older than this run
         REQUIRE(plan.extents.size() == 1);
-        CHECK(plan.extents[0].disk_bytenr == s.new_copy);
+        CHECK(plan.extents[0].disk_bytenr == s.copy);
         CHECK(plan.exchanges.empty());
     }
     SUBCASE("finishing the journal: every move's keeper stays")
     {
         ExtentPlan plan = s.plan(std::nullopt);
         REQUIRE(plan.extents.size() == 1);
-        CHECK(plan.extents[0].disk_bytenr == s.new_copy);
+        CHECK(plan.extents[0].disk_bytenr == s.copy);
         CHECK(plan.exchanges.empty());
     }
     SUBCASE("as many references to the keeper as to the copy")
     {
         for (uint64_t root : {260, 261}) {
             s.fs.add_subvolume(root, true);
-            InodeHandle older = s.fs.add_file(root, 300, kFile);
-            s.fs.map(older, 0, s.old_copy, 0, kFile);
+            InodeHandle older = s.fs.add_file(root, 300, Reinstall::kSize);
+            s.fs.map(older, 0, s.kept, 0, Reinstall::kSize);
         }
         ExtentPlan plan = s.plan(10);
         REQUIRE(plan.extents.size() == 1);
-        CHECK(plan.extents[0].disk_bytenr == s.new_copy); // the oldest stays keeper
+        CHECK(plan.extents[0].disk_bytenr == s.copy); // the oldest stays keeper
         CHECK(plan.exchanges.empty());
     }
     SUBCASE("a copy held only twice: not worth asking the kernel about the keeper")
     {
-        s.fs.delete_subvolume(259);
+        s.fs.delete_subvolume(258);
         ExtentPlan plan = s.plan(10);
         REQUIRE(plan.extents.size() == 1);
-        CHECK(plan.extents[0].disk_bytenr == s.new_copy);
+        CHECK(plan.extents[0].disk_bytenr == s.copy);
         CHECK(plan.exchanges.empty());
     }
 }
@@ -121,9 +100,9 @@ TEST_CASE("keeper exchange: not when another extent of the batch is deduped onto
 {
     Reinstall s;
     // A second copy of a's bytes in snapshot 257, an extent of its own: planned onto a too.
-    InodeHandle second = s.fs.add_file_in_extent(257, 301, kFile, 1);
+    InodeHandle second = s.fs.add_file_in_extent(257, 301, Reinstall::kSize, 1);
     std::vector<DuplicateBlock> dups = s.duplicates();
-    std::vector<DuplicateBlock> more = duplicates_of_file(s.fs, second, kFile, s.a);
+    std::vector<DuplicateBlock> more = duplicates_of_file(s.fs, second, Reinstall::kSize, s.a);
     more[0].keeper.id = 11;
     more[1].keeper.id = 12;
     dups.insert(dups.end(), more.begin(), more.end());
