@@ -85,13 +85,8 @@ bool ExtentPlanner::regular_file(uint64_t root, uint64_t inode, InodeHandle& han
 }
 
 std::optional<ExtentPlanner::Candidate>
-ExtentPlanner::keeper_extent_of(const Candidate& c, const std::vector<DuplicateBlock>& duplicates, int64_t after)
+ExtentPlanner::keeper_extent_of(const Candidate& c, const std::vector<DuplicateBlock>& duplicates)
 {
-    if (c.pieces.empty())
-        return std::nullopt;
-    for (const Piece& p : c.pieces)
-        if (duplicates[p.block].keeper.id <= after)
-            return std::nullopt;
     // The keeper's extent: what the first piece's keeper location maps.
     const Piece& first = c.pieces.front();
     std::vector<FileExtentItem> items =
@@ -128,12 +123,18 @@ void ExtentPlanner::exchange_if_cheaper(Eligible& e, const std::vector<Duplicate
                                         const KeeperUsers& keeper_users,
                                         const std::map<uint64_t, Candidate>& candidates)
 {
-    // Counted first, at any address in the keeper's extent: most keepers are held by as many
-    // references as their copy or more, and looking each one up is what costs.
+    // Before any question to the kernel: a keeper of an earlier run may be held by every
+    // snapshot, and a backref walk over them all costs more than the exchange could save.
+    for (const Piece& p : e.cand.pieces)
+        if (duplicates[p.block].keeper.id <= after)
+            return;
+    // Counted first, at any address in the keeper's extent (the answer is the whole extent's,
+    // and is used again below): most keepers are held by as many references as their copy or
+    // more, and looking each one up is what costs.
     ExtentRefs held = fs_.extent_references(duplicates[e.cand.pieces.front().block].keeper.key.extent);
     if (!held.complete || held.refs.size() >= e.refs.size())
         return;
-    std::optional<Candidate> keeper = keeper_extent_of(e.cand, duplicates, after);
+    std::optional<Candidate> keeper = keeper_extent_of(e.cand, duplicates);
     if (!keeper || candidates.count(keeper->disk_bytenr))
         return;
     // Another extent of the batch deduped onto this keeper would land on an extent that is
@@ -143,8 +144,8 @@ void ExtentPlanner::exchange_if_cheaper(Eligible& e, const std::vector<Duplicate
         if (it->second != e.cand.disk_bytenr)
             return;
     Eligible x;
-    if (!read_references(*keeper, x.refs, x.writable) || x.refs.size() >= e.refs.size() ||
-        !fully_covered(*keeper, x.refs) || (x.writable && readonly_only_))
+    if (!read_references(*keeper, held, x.refs, x.writable) || !fully_covered(*keeper, x.refs) ||
+        (x.writable && readonly_only_))
         return;
     x.leaves = leaves_of(x.refs);
     if (x.leaves.size() > e.leaves.size())
@@ -226,10 +227,10 @@ void ExtentPlanner::add_block_pieces(const DuplicateBlock& d, size_t index, cons
 
 // Every file extent item that points at the candidate's extent. False if one cannot be read
 // back (a race with a writer, a non-regular file): then nobody knows the extent's fate.
-bool ExtentPlanner::read_references(const Candidate& c, std::vector<Reference>& refs, bool& writable)
+bool ExtentPlanner::read_references(const Candidate& c, const ExtentRefs& found, std::vector<Reference>& refs,
+                                    bool& writable)
 {
     writable = false;
-    ExtentRefs found = fs_.extent_references(c.disk_bytenr);
     if (!found.complete)
         return false; // more references than the kernel would list: the extent's fate is unknown
     for (const ExtentRef& r : found.refs) {
@@ -346,7 +347,8 @@ ExtentPlan ExtentPlanner::plan(const std::vector<DuplicateBlock>& duplicates, st
     for (auto& [bytenr, cand] : candidates) {
         std::sort(cand.pieces.begin(), cand.pieces.end(), by_extent_offset);
         Eligible e;
-        if (cand.onto_itself || !read_references(cand, e.refs, e.writable) || !fully_covered(cand, e.refs)) {
+        if (cand.onto_itself || !read_references(cand, fs_.extent_references(cand.disk_bytenr), e.refs, e.writable) ||
+            !fully_covered(cand, e.refs)) {
             c.skipped_partial_bytes += cand.duplicate_bytes; // sharing part of an extent frees nothing
             continue;
         }

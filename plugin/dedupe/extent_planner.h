@@ -92,11 +92,11 @@ private:
     std::map<uint64_t, Candidate> collect_candidates(const std::vector<DuplicateBlock>& duplicates);
     void add_block_pieces(const DuplicateBlock& d, size_t index, const std::vector<FileExtentItem>& items,
                           std::map<uint64_t, Candidate>& candidates);
-    bool read_references(const Candidate& c, std::vector<Reference>& refs, bool& writable);
+    // `found`: what LOGICAL_INO answered for the extent.
+    bool read_references(const Candidate& c, const ExtentRefs& found, std::vector<Reference>& refs, bool& writable);
     // The keeper's side of `c`: its extent, with `c`'s copy as the keeper of every byte, if all
-    // of `c`'s pieces have their keepers in one extent, in rows above `after`.
-    std::optional<Candidate> keeper_extent_of(const Candidate& c, const std::vector<DuplicateBlock>& duplicates,
-                                              int64_t after);
+    // of `c`'s pieces have their keepers in one extent.
+    std::optional<Candidate> keeper_extent_of(const Candidate& c, const std::vector<DuplicateBlock>& duplicates);
     // Makes `e` its keeper's extent instead, moving onto `e`'s copy, if that costs less.
     void exchange_if_cheaper(Eligible& e, const std::vector<DuplicateBlock>& duplicates, int64_t after,
                              const KeeperUsers& keeper_users, const std::map<uint64_t, Candidate>& candidates);

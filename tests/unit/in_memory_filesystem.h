@@ -141,7 +141,10 @@ public:
     }
     // How often open_file opened the file (each open by handle costs two opens and a stat).
     size_t opens(const InodeHandle& file) const { return opens_.count(file) ? opens_.at(file) : 0; }
-    size_t reference_count(uint64_t disk_bytenr) { return extent_references(disk_bytenr).refs.size(); }
+    size_t reference_count(uint64_t disk_bytenr) { return references_to(disk_bytenr).refs.size(); }
+    // The questions that cost the kernel most when an extent has thousands of references, as
+    // the code under test asked them (LOGICAL_INO, inode lookups).
+    size_t reference_lookups = 0, inode_lookups = 0;
     // The block [offset, offset + length) of `file` as the run keys it (index/changed_blocks.h).
     std::optional<DataBlock> block_at(const InodeHandle& file, uint64_t offset, uint64_t length)
     {
@@ -174,6 +177,21 @@ public:
     }
     ExtentRefs extent_references(uint64_t address) override
     {
+        ++reference_lookups;
+        return references_to(address);
+    }
+    std::optional<InodeInfo> inode_info(uint64_t root, uint64_t inode_number) override
+    {
+        ++inode_lookups;
+        const Subvolume& s = answering(root);
+        auto it = s.inodes.find(inode_number);
+        if (it == s.inodes.end())
+            return std::nullopt;
+        return InodeInfo{it->second.generation, it->second.size, it->second.mode};
+    }
+    // extent_references, uncounted.
+    ExtentRefs references_to(uint64_t address) const
+    {
         ExtentRefs out;
         for (const auto& [root, s] : subvolumes_) {
             if (s.state == State::deleted)
@@ -189,14 +207,6 @@ public:
             out.complete = false;
         }
         return out;
-    }
-    std::optional<InodeInfo> inode_info(uint64_t root, uint64_t inode_number) override
-    {
-        const Subvolume& s = answering(root);
-        auto it = s.inodes.find(inode_number);
-        if (it == s.inodes.end())
-            return std::nullopt;
-        return InodeInfo{it->second.generation, it->second.size, it->second.mode};
     }
     bool subvolume_read_only(uint64_t root) override { return answering(root).read_only; }
     uint32_t subvolume_tree_level(uint64_t root) override { return answering(root).tree_level; }

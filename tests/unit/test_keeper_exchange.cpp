@@ -55,6 +55,7 @@ TEST_CASE("keeper exchange: a keeper of this run held by fewer references moves 
         CHECK(x.key == s.fs.block_at(s.b, x.where.file_offset, kBlockSize)->key);
     }
     CHECK(plan.counters.predicted_freed_bytes == Reinstall::kSize);
+    CHECK(s.fs.reference_lookups == 2); // the copy's extent, and the keeper's once (was twice)
 }
 
 TEST_CASE("keeper exchange: not for a keeper of an earlier run, not when the copy costs no more, not in a replay")
@@ -66,6 +67,7 @@ TEST_CASE("keeper exchange: not for a keeper of an earlier run, not when the cop
         REQUIRE(plan.extents.size() == 1);
         CHECK(plan.extents[0].disk_bytenr == s.copy);
         CHECK(plan.exchanges.empty());
+        CHECK(s.fs.reference_lookups == 1); // the copy's only: the keeper's was asked about too
     }
     SUBCASE("finishing the journal: every move's keeper stays")
     {

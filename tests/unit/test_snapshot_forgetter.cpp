@@ -107,32 +107,13 @@ TEST_CASE("forgetter: a subvolume id now used by another subvolume is a deleted 
     }
 }
 
-namespace {
-
-// Counts the questions that cost the kernel most when an extent has thousands of references.
-struct CountingFilesystem : InMemoryFilesystem {
-    size_t reference_lookups = 0, inode_lookups = 0;
-    ExtentRefs extent_references(uint64_t address) override
-    {
-        ++reference_lookups;
-        return InMemoryFilesystem::extent_references(address);
-    }
-    std::optional<InodeInfo> inode_info(uint64_t root, uint64_t inode) override
-    {
-        ++inode_lookups;
-        return InMemoryFilesystem::inode_info(root, inode);
-    }
-};
-
-} // namespace
-
 // Retention on a backup target: the oldest snapshot holds the keeper of a library that was
 // reinstalled (a new inode, deduped onto the keeper's extent) and is kept by 60 later
 // snapshots. Asking LOGICAL_INO per block, and looking up every reference's inode, took 22
 // minutes for 15,000 blocks on the scale benchmark.
 TEST_CASE("forgetter: a replaced file's blocks are found through its extent once, not once per block")
 {
-    CountingFilesystem fs;
+    InMemoryFilesystem fs;
     std::unique_ptr<Database> db = open_index(":memory:", "fs-uuid", false);
     BlockIndex index(*db);
     constexpr uint64_t kBig = 32 * kBlockSize;
@@ -173,7 +154,7 @@ TEST_CASE("forgetter: a replaced file's blocks are found through its extent once
 // retention row took.
 TEST_CASE("forgetter: blocks of a file written in place since are looked for in older snapshots, not by extent")
 {
-    CountingFilesystem fs;
+    InMemoryFilesystem fs;
     std::unique_ptr<Database> db = open_index(":memory:", "fs-uuid", false);
     BlockIndex index(*db);
     fs.add_subvolume(256, true, 0, "uuid-256");
