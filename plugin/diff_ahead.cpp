@@ -2,6 +2,7 @@
 
 #include "snapshots/snapshot_diff.h"
 
+#include <memory>
 #include <system_error>
 
 namespace snapdedupe {
@@ -18,13 +19,15 @@ std::optional<uint64_t> root_of(const Snapshot* parent)
 DiffAhead::DiffAhead(const Snapshot& snapshot, const Snapshot* parent)
     : root_id_(snapshot.root_id), parent_root_(root_of(parent))
 {
-    const LabeledFd* dir = &snapshot.dir;
     std::optional<uint64_t> parent_root = parent_root_;
     try {
+        auto dir = std::make_shared<const LabeledFd>(open_root_dir(snapshot));
         result_ = std::async(std::launch::async, [dir, parent_root] { return diff_snapshot(*dir, parent_root); });
     } catch (const std::system_error&) {
         // No thread to be had (a unit's TasksMax=): nothing runs ahead, and the snapshot is
         // sent in line when its turn comes (is_for is false).
+    } catch (const SysError&) {
+        // Not to be opened (deleted since discovery): sent for in line, where that is handled.
     }
 }
 

@@ -1,6 +1,7 @@
 #include "snapshots/snapshot_list.h"
 
 #include "snapshots/kernel/error.h"
+#include "snapshots/kernel/mount_points.h"
 #include "snapshots/kernel/space_info.h"
 #include "snapshots/kernel/unique_fd.h"
 
@@ -19,6 +20,9 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
+#include <utility>
 
 namespace snapdedupe {
 
@@ -63,6 +67,73 @@ LabeledFd duplicate(const LabeledFd& dir)
     return {std::move(fd), dir.label()};
 }
 
+// The subvolumes linked into the user's directory and into its subdirectories, as the root
+// tree lists them, so that finding a directory's snapshots opens none of them: opening one
+// reads its tree's root from disk, and a night's run visits one or two of the hundreds a
+// backup directory holds.
+class ListedSubvolumes {
+public:
+    // Nothing without CAP_SYS_ADMIN (the root tree is searched) or without the mount table:
+    // every entry is then looked at the slow way.
+    static std::optional<ListedSubvolumes> of(const LabeledFd& dir, ino_t dir_inode)
+    {
+        std::optional<std::set<std::string>> covered = names_with_mounts(dir);
+        if (!covered)
+            return std::nullopt;
+        ListedSubvolumes listed;
+        try {
+            for (SubvolumeEntry& e : subvolume_entries(dir, subvolume_id_of(dir)))
+                listed.ids_[{e.dir_inode, std::move(e.name)}] = e.root_id;
+        } catch (const SysError& e) {
+            if (e.err() == EPERM)
+                return std::nullopt;
+            throw;
+        }
+        listed.dir_inode_ = dir_inode;
+        listed.covered_ = std::move(*covered);
+        listed.found_in_ = std::make_shared<const LabeledFd>(duplicate(dir));
+        return listed;
+    }
+
+    // A name the root tree cannot speak for: something is mounted on it or below it.
+    bool covered(const std::string& name) const { return covered_.count(name) != 0; }
+
+    // Adds the entry `name` (inode `inode`, as readdir says) when it is a read-only
+    // subvolume, or a directory holding one named "snapshot" (snapper).
+    void add(const std::string& name, ino_t inode, std::vector<Snapshot>& out) const
+    {
+        if (auto id = find(dir_inode_, name))
+            add_unopened(*id, name, out);
+        else if (auto id = find(inode, "snapshot"))
+            add_unopened(*id, name + "/snapshot", out);
+    }
+
+private:
+    std::optional<uint64_t> find(uint64_t dir_inode, const std::string& name) const
+    {
+        auto it = ids_.find({dir_inode, name});
+        return it == ids_.end() ? std::nullopt : std::optional<uint64_t>(it->second);
+    }
+
+    void add_unopened(uint64_t root_id, const std::string& path_in_dir, std::vector<Snapshot>& out) const
+    {
+        std::optional<SubvolumeInfo> info = subvolume_info(*found_in_, root_id);
+        if (!info || !info->read_only)
+            return;
+        Snapshot s;
+        static_cast<SubvolumeInfo&>(s) = *info;
+        s.path = join_path(found_in_->label(), path_in_dir);
+        s.found_in = found_in_;
+        s.path_in_dir = path_in_dir;
+        out.push_back(std::move(s));
+    }
+
+    std::map<std::pair<uint64_t, std::string>, uint64_t> ids_; // (dir inode, name) -> root id
+    uint64_t dir_inode_ = 0;
+    std::set<std::string> covered_;
+    std::shared_ptr<const LabeledFd> found_in_;
+};
+
 } // namespace
 
 std::vector<Snapshot> find_snapshots(const LabeledFd& dir)
@@ -85,6 +156,7 @@ std::vector<Snapshot> find_snapshots(const LabeledFd& dir)
     }
 
     const std::string fs_uuid = filesystem_uuid(dir);
+    const std::optional<ListedSubvolumes> listed = ListedSubvolumes::of(dir, st.st_ino);
     // A directory of snapshots. Symlinks are never followed: every step is an openat from the
     // directory fd with O_NOFOLLOW, so a planted link cannot send us elsewhere.
     std::vector<Snapshot> found;
@@ -97,6 +169,10 @@ std::vector<Snapshot> find_snapshots(const LabeledFd& dir)
         std::string name = e->d_name;
         if (name == "." || name == ".." || e->d_type != DT_DIR)
             continue;
+        if (listed && !listed->covered(name)) {
+            listed->add(name, e->d_ino, found);
+            continue;
+        }
         if (is_subvolume_root(dir, name)) {
             add_if_snapshot(dir, name, fs_uuid, found);
             continue;

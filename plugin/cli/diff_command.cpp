@@ -105,9 +105,10 @@ void diff_command(const std::string& old_path, const std::string& new_path, bool
 {
     Snapshot old_snap = open_snapshot(old_path);
     Snapshot new_snap = open_snapshot(new_path);
-    if (filesystem_uuid(old_snap.dir) != filesystem_uuid(new_snap.dir))
+    const LabeledFd new_dir = open_root_dir(new_snap);
+    if (filesystem_uuid(open_root_dir(old_snap)) != filesystem_uuid(new_dir))
         throw PathError(old_path + " and " + new_path + " are on different filesystems");
-    ChangeSet cs = diff_snapshot(new_snap.dir, old_snap.root_id, ChangeSetBuilder::View::kDiff);
+    ChangeSet cs = diff_snapshot(new_dir, old_snap.root_id, ChangeSetBuilder::View::kDiff);
     if (json)
         print_json(cs, out);
     else

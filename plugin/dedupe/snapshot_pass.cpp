@@ -214,17 +214,18 @@ SnapshotReport SnapshotPass::process(const Snapshot& snapshot, const Snapshot* p
     if (parent)
         report.parent_path = parent->path;
 
-    // The snapshot's directory fd from discovery: its path is never resolved again.
+    // Opened once, here: its files are opened by handle, and its path is not resolved again.
+    const LabeledFd dir = open_root_dir(snapshot);
     ChangeSet changes = diffed ? std::move(*diffed)
-                               : diff_snapshot(snapshot.dir, parent ? std::optional<uint64_t>(parent->root_id)
-                                                                    : std::nullopt);
+                               : diff_snapshot(dir, parent ? std::optional<uint64_t>(parent->root_id)
+                                                           : std::nullopt);
     report.bytes_changed = changes.changed_bytes();
 
     std::vector<DuplicateBlock> duplicates;
     pending_.clear();
     uint64_t done = 0;
     for (const FileChange& change : changes.files) {
-        scan_file(snapshot.dir, change);
+        scan_file(dir, change);
         // Bounded memory and open files: fingerprint in chunks, dedupe in batches, both at
         // file boundaries.
         if (chunk_blocks_ >= kBlocksPerChunk || chunk_.size() >= kFilesPerChunk)

@@ -1,12 +1,19 @@
 #include "snapshots/kernel/subvolume.h"
 
 #include "snapshots/kernel/error.h"
+#include "snapshots/kernel/tree_search.h"
 
 #include <btrfsutil.h>
+#include <fcntl.h>
 #include <linux/btrfs_tree.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <iterator>
 
 namespace snapdedupe {
@@ -45,8 +52,68 @@ Subvolume open_subvolume(LabeledFd dir)
     Subvolume s;
     static_cast<SubvolumeInfo&>(s) = *info;
     s.path = dir.label();
-    s.dir = std::move(dir);
+    s.opened = std::make_shared<const LabeledFd>(std::move(dir));
     return s;
+}
+
+LabeledFd open_root_dir(const Subvolume& s)
+{
+    if (s.opened) {
+        UniqueFd fd(::fcntl(s.opened->get(), F_DUPFD_CLOEXEC, 0));
+        if (!fd)
+            throw SysError("duplicating the fd of", s.path, errno);
+        return {std::move(fd), s.path};
+    }
+    if (!s.found_in)
+        throw SysError("opening", s.path, EBADF);
+    open_how how{};
+    how.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
+    UniqueFd fd(static_cast<int>(::syscall(SYS_openat2, s.found_in->get(), s.path_in_dir.c_str(), &how, sizeof how)));
+    if (!fd)
+        throw SysError("opening", s.path, errno);
+    LabeledFd dir(std::move(fd), s.path);
+    struct stat st;
+    check_sys(::fstat(dir.get(), &st), "stat", s.path);
+    // Deleted and its name taken by another subvolume since discovery.
+    if (st.st_ino != BTRFS_FIRST_FREE_OBJECTID || subvolume_id_of(dir) != s.root_id)
+        throw SysError("opening (no longer the snapshot found there)", s.path, ESTALE);
+    return dir;
+}
+
+std::vector<SubvolumeEntry> subvolume_entries(const LabeledFd& fd, uint64_t parent_root)
+{
+    TreeKeyRange range;
+    range.tree = BTRFS_ROOT_TREE_OBJECTID;
+    range.min_objectid = range.max_objectid = parent_root;
+    range.min_type = range.max_type = BTRFS_ROOT_REF_KEY;
+    std::vector<SubvolumeEntry> out;
+    TreeSearch search(fd, range);
+    for (TreeItem item; search.next(item);) {
+        btrfs_root_ref ref;
+        if (item.data.size() < sizeof ref)
+            continue;
+        std::memcpy(&ref, item.data.data(), sizeof ref);
+        const size_t name_len = le16toh(ref.name_len);
+        if (item.data.size() < sizeof ref + name_len)
+            continue;
+        SubvolumeEntry e;
+        e.root_id = item.offset;
+        e.dir_inode = le64toh(ref.dirid);
+        e.name.assign(reinterpret_cast<const char*>(item.data.data()) + sizeof ref, name_len);
+        out.push_back(std::move(e));
+    }
+    return out;
+}
+
+uint64_t subvolume_id_of(const LabeledFd& fd)
+{
+    uint64_t id = 0;
+    btrfs_util_error err = btrfs_util_subvolume_id_fd(fd.get(), &id);
+    const int sys_err = errno;
+    if (err != BTRFS_UTIL_OK)
+        throw SysError(std::string("reading the subvolume id (") + btrfs_util_strerror(err) + ") of", fd.label(), sys_err);
+    return id;
 }
 
 std::optional<SubvolumeInfo> subvolume_info(const LabeledFd& filesystem, uint64_t root)

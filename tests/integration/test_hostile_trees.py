@@ -8,6 +8,10 @@
   exits 0 with one stderr line naming it ("another filesystem is mounted there"), the index
   holds rows for the first filesystem's snapshots only, the foreign filesystem is untouched, and
   a second run processes nothing and forgets nothing.
+* Another filesystem mounted on a snapshot's own name ("my snaps/a.2" covered by the second
+  filesystem's read-only snapshot): the run names it on one stderr line ("another filesystem is
+  mounted there"), processes a.1 only, and leaves the second filesystem alone. Once it is
+  unmounted, the next run processes a.2 and frees its copy of a.1's file.
 * A path longer than the kernel's send limit (20 nested directories of 250 bytes) in the
   middle snapshot of three: `btrfs send --no-data` of it fails with ENAMETOOLONG (checked by
   hand first). `run` names it on one stderr line, processes the other two, exits 1 at the end,
@@ -324,6 +328,59 @@ def part_foreign_mount(r, ws, binary):
     check_snapshots(r, "second run", before, ro)
 
 
+def part_mount_over_snapshot(r, ws, binary):
+    r.section("1b. another btrfs mounted on a snapshot's own name")
+    # Discovery lists a directory's subvolumes from the root tree without opening them; the
+    # root tree knows nothing of mounts, so a name with a mount on it must be looked at itself.
+    # The directory's name has a space, which the mount table writes as \040.
+    fs_a = ws.make_btrfs("hostC", size=GiB)
+    fs_b = ws.make_btrfs("hostD", size=GiB)
+    USED_FS.extend([fs_uuid(fs_a.mnt), fs_uuid(fs_b.mnt)])
+    a = SeriesBuilder(fs_a, live="a", snapdir="my snaps", seed=513)
+    a.write_new("big.bin", 2 * MiB)
+    a.snapshot()
+    a.copy_noreflink("big.bin", "big.copy")
+    a.snapshot()
+    b = SeriesBuilder(fs_b, live="b", snapdir="bsnaps", seed=514)
+    b.write_new("x.bin", MiB)
+    b.copy_noreflink("x.bin", "x.copy")
+    b.snapshot()
+    first, covered = a.snapshots
+    ids = {s: int(subvol_ids(s)["Subvolume ID"]) for s in a.snapshots}
+    sh("mount", "-t", "btrfs", "-o", "subvol=bsnaps/b.1", fs_b.dev, covered)
+    ws.mounts.append(covered)
+    r.check("fixture: snaps/a.2 is covered by B's read-only snapshot b.1",
+            sorted(os.listdir(covered)) == ["x.bin", "x.copy"], str(os.listdir(covered)))
+    ro = [first, b.snapshots[0]]
+    before = manifests(ro)
+    db = ws.tmp("covered.sqlite")
+    usage_b = df(fs_b.mnt)["data_used"]
+    res = run_tool(binary, ["run", "--db", db, "--json", fs_a.path("my snaps")])
+    r.check("covered: exit 0", res.rc == 0, res.describe())
+    r.check(f"covered: exactly one stderr line, naming {covered}: another filesystem is mounted there",
+            one_line(res) and covered in res.stderr and "another filesystem is mounted there" in res.stderr,
+            repr(res.stderr[:500]))
+    r.check("covered: only a.1 processed", [s.get("path") for s in res.get("snapshots", [])] == [first],
+            res.describe())
+    r.check("covered: index snapshots rows are exactly a.1",
+            index_query(db, "SELECT root_id, path FROM snapshots") == [(ids[first], first)])
+    r.check("covered: B's data usage unchanged", df(fs_b.mnt)["data_used"] == usage_b)
+    check_snapshots(r, "covered", before, ro)
+
+    sh("umount", covered)
+    ws.mounts.remove(covered)
+    before = manifests(a.snapshots)
+    usage_a = df(fs_a.mnt)["data_used"]
+    res = run_tool(binary, ["run", "--db", db, "--json", fs_a.path("my snaps")])
+    r.check("uncovered: exit 0, nothing on stderr", res.rc == 0 and not res.stderr.strip(), res.describe())
+    r.check("uncovered: a.2 processed, its copy deduped (>= 2 MiB)",
+            [s.get("path") for s in res.get("snapshots", [])] == [covered]
+            and (res.num("deduped_bytes") or 0) >= 2 * MiB, res.describe())
+    freed = usage_a - df(fs_a.mnt)["data_used"]
+    r.check("uncovered: A's data usage dropped by >= 0.95 x 2 MiB", freed >= 0.95 * 2 * MiB, str(freed))
+    check_snapshots(r, "uncovered", before, a.snapshots)
+
+
 # ---------------------------------------------------------------------------
 # 2. A snapshot the kernel cannot send (path longer than PATH_MAX)
 # ---------------------------------------------------------------------------
@@ -521,4 +578,4 @@ def part_names(r, ws, binary):
 
 
 if __name__ == "__main__":
-    main(PROG, __doc__, [part_foreign_mount, part_long_path, part_names], after=lambda: remove_lock_files(USED_FS))
+    main(PROG, __doc__, [part_foreign_mount, part_mount_over_snapshot, part_long_path, part_names], after=lambda: remove_lock_files(USED_FS))
