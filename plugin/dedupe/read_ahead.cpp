@@ -3,10 +3,13 @@
 #include "plugin/dedupe/page_dropper.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 
 namespace snapdedupe {
 
@@ -19,10 +22,45 @@ constexpr size_t kReadChunk = 1024 * 1024;
 // window of small files must not run the process out of file descriptors.
 constexpr size_t kMaxHeldFiles = 128;
 
+// cachestat(2), Linux 6.5: Debian 12's headers predate it.
+#ifndef SYS_cachestat
+#define SYS_cachestat 451
+#endif
+struct CachestatRange {
+    uint64_t off, len;
+};
+struct Cachestat {
+    uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+};
+constexpr uint64_t kPage = 4096;
+
+// Whether every page of [offset, offset + length) that lies within the file is in the page
+// cache, read or still being read, without copying a byte: the read-ahead thread has asked for
+// most ranges before their call, and copying them out again only to find them cached cost the
+// deduping thread a copy of every byte compared (a sixth of its CPU in the full run). False
+// when the kernel cannot say (before 6.5), and the range is read as before.
+bool all_in_cache(int fd, uint64_t offset, uint64_t length)
+{
+    struct stat st;
+    if (::fstat(fd, &st) != 0)
+        return false;
+    const uint64_t end = std::min(offset + length, static_cast<uint64_t>(st.st_size));
+    if (end <= offset)
+        return true; // nothing of the range is in the file
+    const uint64_t first = offset / kPage, last = (end + kPage - 1) / kPage;
+    CachestatRange range{first * kPage, (last - first) * kPage};
+    Cachestat cs{};
+    if (::syscall(SYS_cachestat, fd, &range, &cs, 0) != 0)
+        return false;
+    return cs.nr_cache >= last - first;
+}
+
 } // namespace
 
 uint64_t read_into_cache(int fd, uint64_t offset, uint64_t length, std::vector<char>& buffer)
 {
+    if (all_in_cache(fd, offset, length))
+        return 0;
     buffer.resize(kReadChunk);
     uint64_t read = 0;
     for (uint64_t pos = offset, end = offset + length; pos < end;) {

@@ -27,6 +27,9 @@ namespace snapdedupe {
 // range's end, the file's end, or an error (the dedupe call will report it). Returns the bytes
 // it read from disk (0: all of it was cached, or nothing could be read). The dedupe call's
 // own prefetch reads this way: what the reader did not get to must be cached before the call.
+// A range whose every page is in the page cache already, or on its way there (the reader
+// asked for it), is left alone, uncopied (cachestat(2)): the compare waits for pages still
+// being read, a page at a time but all of them in flight.
 uint64_t read_into_cache(int fd, uint64_t offset, uint64_t length, std::vector<char>& buffer);
 
 // Asks the kernel to read [offset, offset + length) of the open file into the page cache,
