@@ -1,8 +1,8 @@
 #include "snapshots/kernel/mount_points.h"
 
+#include <limits.h>
 #include <unistd.h>
 
-#include <climits>
 #include <fstream>
 #include <sstream>
 #include <vector>

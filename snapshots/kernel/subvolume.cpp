@@ -4,6 +4,7 @@
 #include "snapshots/kernel/tree_search.h"
 
 #include <btrfsutil.h>
+#include <endian.h>
 #include <fcntl.h>
 #include <linux/btrfs_tree.h>
 #include <linux/openat2.h>
