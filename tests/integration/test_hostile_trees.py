@@ -255,22 +255,31 @@ def recover(obj, key, i=None, j=None):
 # ---------------------------------------------------------------------------
 
 
-def part_foreign_mount(r, ws, binary):
-    r.section("1. a read-only snapshot of another btrfs mounted in the snapshot directory")
-    fs_a = ws.make_btrfs("hostA", size=GiB)
-    fs_b = ws.make_btrfs("hostB", size=GiB)
+def series_pair(ws, names, snapdir, seed, extra_files=()):
+    """Two filesystems: A's snapdir holds a.1 (big.bin, and `extra_files`) and a.2 (a copy of
+    big.bin); B's bsnaps/b.1 holds x.bin and a copy of it, a duplicate that a run on A must leave
+    alone. Returns (fs_a, fs_b, a, b); both uuids are appended to USED_FS, A's first."""
+    fs_a = ws.make_btrfs(names[0], size=GiB)
+    fs_b = ws.make_btrfs(names[1], size=GiB)
     USED_FS.extend([fs_uuid(fs_a.mnt), fs_uuid(fs_b.mnt)])
-    uuid_a = USED_FS[-2]
-    a = SeriesBuilder(fs_a, live="a", snapdir="snaps", seed=511)
+    a = SeriesBuilder(fs_a, live="a", snapdir=snapdir, seed=seed)
     a.write_new("big.bin", 2 * MiB)
-    a.write_new("etc/conf", 3 * KiB)
+    for name, size in extra_files:
+        a.write_new(name, size)
     a.snapshot()
     a.copy_noreflink("big.bin", "big.copy")
     a.snapshot()
-    b = SeriesBuilder(fs_b, live="b", snapdir="bsnaps", seed=512)
+    b = SeriesBuilder(fs_b, live="b", snapdir="bsnaps", seed=seed + 1)
     b.write_new("x.bin", MiB)
-    b.copy_noreflink("x.bin", "x.copy")          # a duplicate in the foreign snapshot: a wrong run frees it
+    b.copy_noreflink("x.bin", "x.copy")
     b.snapshot()
+    return fs_a, fs_b, a, b
+
+
+def part_foreign_mount(r, ws, binary):
+    r.section("1. a read-only snapshot of another btrfs mounted in the snapshot directory")
+    fs_a, fs_b, a, b = series_pair(ws, ("hostA", "hostB"), "snaps", 511, [("etc/conf", 3 * KiB)])
+    uuid_a = USED_FS[-2]
     foreign = fs_a.path("snaps", "foreign")
     os.mkdir(foreign)
     sh("mount", "-t", "btrfs", "-o", "subvol=bsnaps/b.1", fs_b.dev, foreign)
@@ -333,18 +342,7 @@ def part_mount_over_snapshot(r, ws, binary):
     # Discovery lists a directory's subvolumes from the root tree without opening them; the
     # root tree knows nothing of mounts, so a name with a mount on it must be looked at itself.
     # The directory's name has a space, which the mount table writes as \040.
-    fs_a = ws.make_btrfs("hostC", size=GiB)
-    fs_b = ws.make_btrfs("hostD", size=GiB)
-    USED_FS.extend([fs_uuid(fs_a.mnt), fs_uuid(fs_b.mnt)])
-    a = SeriesBuilder(fs_a, live="a", snapdir="my snaps", seed=513)
-    a.write_new("big.bin", 2 * MiB)
-    a.snapshot()
-    a.copy_noreflink("big.bin", "big.copy")
-    a.snapshot()
-    b = SeriesBuilder(fs_b, live="b", snapdir="bsnaps", seed=514)
-    b.write_new("x.bin", MiB)
-    b.copy_noreflink("x.bin", "x.copy")
-    b.snapshot()
+    fs_a, fs_b, a, b = series_pair(ws, ("hostC", "hostD"), "my snaps", 513)
     first, covered = a.snapshots
     ids = {s: int(subvol_ids(s)["Subvolume ID"]) for s in a.snapshots}
     sh("mount", "-t", "btrfs", "-o", "subvol=bsnaps/b.1", fs_b.dev, covered)
