@@ -4,7 +4,6 @@
 #include "snapshots/kernel/tree_search.h"
 
 #include <btrfsutil.h>
-#include <endian.h>
 #include <fcntl.h>
 #include <linux/btrfs_tree.h>
 #include <linux/openat2.h>
@@ -14,7 +13,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <iterator>
 
 namespace snapdedupe {
@@ -90,20 +88,9 @@ std::vector<SubvolumeEntry> subvolume_entries(const LabeledFd& fd, uint64_t pare
     range.min_type = range.max_type = BTRFS_ROOT_REF_KEY;
     std::vector<SubvolumeEntry> out;
     TreeSearch search(fd, range);
-    for (TreeItem item; search.next(item);) {
-        btrfs_root_ref ref;
-        if (item.data.size() < sizeof ref)
-            continue;
-        std::memcpy(&ref, item.data.data(), sizeof ref);
-        const size_t name_len = le16toh(ref.name_len);
-        if (item.data.size() < sizeof ref + name_len)
-            continue;
-        SubvolumeEntry e;
-        e.root_id = item.offset;
-        e.dir_inode = le64toh(ref.dirid);
-        e.name.assign(reinterpret_cast<const char*>(item.data.data()) + sizeof ref, name_len);
-        out.push_back(std::move(e));
-    }
+    for (TreeItem item; search.next(item);)
+        if (std::optional<RootRef> ref = decode_root_ref(item))
+            out.push_back({item.offset, ref->dir_inode, std::move(ref->name)});
     return out;
 }
 

@@ -157,6 +157,20 @@ std::optional<uint8_t> decode_root_level(const TreeItem& item)
     return item.data[offsetof(btrfs_root_item, level)];
 }
 
+std::optional<RootRef> decode_root_ref(const TreeItem& item)
+{
+    const uint8_t* p = item.data.data();
+    if (item.type != BTRFS_ROOT_REF_KEY || item.data.size() < sizeof(btrfs_root_ref))
+        return std::nullopt;
+    const size_t name_len = read_le<uint16_t>(p + offsetof(btrfs_root_ref, name_len));
+    if (item.data.size() < sizeof(btrfs_root_ref) + name_len)
+        return std::nullopt;
+    RootRef ref;
+    ref.dir_inode = read_le<uint64_t>(p + offsetof(btrfs_root_ref, dirid));
+    ref.name.assign(reinterpret_cast<const char*>(p) + sizeof(btrfs_root_ref), name_len);
+    return ref;
+}
+
 std::vector<FileExtentItem> file_extent_items(const LabeledFd& fd, uint64_t root, uint64_t inode,
                                               uint64_t min_offset, uint64_t max_offset)
 {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 namespace snapdedupe {
@@ -79,6 +80,14 @@ struct InodeInfo {
 std::optional<FileExtentItem> decode_file_extent(const TreeItem& item);
 std::optional<InodeInfo> decode_inode(const TreeItem& item);
 std::optional<uint8_t> decode_root_level(const TreeItem& item);
+
+// One ROOT_REF item of the root tree, keyed (parent subvolume, ROOT_REF, child subvolume): the
+// child is linked into the parent's directory `dir_inode` under `name`.
+struct RootRef {
+    uint64_t dir_inode = 0;
+    std::string name;
+};
+std::optional<RootRef> decode_root_ref(const TreeItem& item);
 
 // The file extent items of (root, inode) whose file offsets lie in [min_offset, max_offset], in
 // order. `root` 0: the subvolume `fd` is in.
