@@ -74,20 +74,28 @@ OpenResult open_by_handle(const LabeledFd& filesystem, const InodeHandle& h)
     return {std::move(fd), 0};
 }
 
-OpenResult open_regular_beneath(const LabeledFd& dir, const std::string& path)
+OpenResult open_beneath(const LabeledFd& dir, const std::string& path, int flags)
 {
     open_how how{};
-    how.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC;
+    how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);
     how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
-    UniqueFd path_fd(static_cast<int>(::syscall(SYS_openat2, dir.get(), path.c_str(), &how, sizeof how)));
-    if (!path_fd)
+    UniqueFd fd(static_cast<int>(::syscall(SYS_openat2, dir.get(), path.c_str(), &how, sizeof how)));
+    if (!fd)
         return failed(errno);
+    return {std::move(fd), 0};
+}
+
+OpenResult open_regular_beneath(const LabeledFd& dir, const std::string& path)
+{
+    OpenResult opened = open_beneath(dir, path, O_PATH | O_NOFOLLOW);
+    if (!opened)
+        return opened;
     struct stat st;
-    if (::fstat(path_fd.get(), &st) != 0)
+    if (::fstat(opened.fd.get(), &st) != 0)
         return failed(errno);
     if (!S_ISREG(st.st_mode))
         return failed(EINVAL);
-    return {std::move(path_fd), 0};
+    return opened;
 }
 
 } // namespace snapdedupe

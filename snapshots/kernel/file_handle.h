@@ -38,10 +38,13 @@ InodeHandle handle_of(const LabeledFd& file);
 // CAP_DAC_READ_SEARCH, or a seccomp filter blocks open_by_handle_at).
 OpenResult open_by_handle(const LabeledFd& filesystem, const InodeHandle& handle);
 
-// Resolves `path` below the directory `dir` with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS
-// | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV) and O_PATH: no component may be a symlink or leave
-// `dir`'s filesystem tree, and nothing is opened for reading (no device side effects, no FIFO
-// blocking). EINVAL when the result is not a regular file.
+// Opens `path` below the directory `dir` with `flags` (O_CLOEXEC added) through
+// openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV): no
+// component may be a symlink, lead out of `dir`, or cross a mount.
+OpenResult open_beneath(const LabeledFd& dir, const std::string& path, int flags);
+
+// open_beneath with O_PATH | O_NOFOLLOW: nothing is opened for reading (no device side
+// effects, no FIFO blocking). EINVAL when the result is not a regular file.
 OpenResult open_regular_beneath(const LabeledFd& dir, const std::string& path);
 
 } // namespace snapdedupe

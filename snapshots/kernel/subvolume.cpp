@@ -1,15 +1,13 @@
 #include "snapshots/kernel/subvolume.h"
 
 #include "snapshots/kernel/error.h"
+#include "snapshots/kernel/file_handle.h"
 #include "snapshots/kernel/tree_search.h"
 
 #include <btrfsutil.h>
 #include <fcntl.h>
 #include <linux/btrfs_tree.h>
-#include <linux/openat2.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -65,13 +63,10 @@ LabeledFd open_root_dir(const Subvolume& s)
     }
     if (!s.found_in)
         throw SysError("opening", s.path, EBADF);
-    open_how how{};
-    how.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
-    UniqueFd fd(static_cast<int>(::syscall(SYS_openat2, s.found_in->get(), s.path_in_dir.c_str(), &how, sizeof how)));
-    if (!fd)
-        throw SysError("opening", s.path, errno);
-    LabeledFd dir(std::move(fd), s.path);
+    OpenResult opened = open_beneath(*s.found_in, s.path_in_dir, O_RDONLY | O_DIRECTORY);
+    if (!opened)
+        throw SysError("opening", s.path, opened.error);
+    LabeledFd dir(std::move(opened.fd), s.path);
     struct stat st;
     check_sys(::fstat(dir.get(), &st), "stat", s.path);
     // Deleted and its name taken by another subvolume since discovery.
