@@ -18,10 +18,15 @@ across (b holds copies of a's files).
 * "lineage by lineage": on the second filesystem, one run on a's snapshots, then one on b's.
 * The two filesystems end with the same data used (within 1 MiB), and it dropped by at least
   95% of the copies' bytes; every file of every snapshot hashes the same as before, on both.
+* "one task": on a third such filesystem, the run inside a pids cgroup (v1 or v2) with
+  pids.max 1, where no thread can be started (checked first with Python's threading): it
+  exits 0, reports the snapshots in turn, and frees >= 95% of the copies, every file the same.
+  Every helper thread's work is done in line, the send too (into a file in memory).
 
 Needs root. Ends with "N passed, M failed"; exit status non-zero on any failure.
 """
 
+import contextlib
 import json
 import os
 import random
@@ -146,5 +151,56 @@ def part_in_turn(r, ws, binary):
     ws.release(alone_fs, remove_image=True)
 
 
+@contextlib.contextmanager
+def pids_cgroup(name, limit):
+    """A pids cgroup with pids.max `limit` (cgroup v1's pids hierarchy, else v2's); yields the file
+    a process writes its pid to, to join it. Removed afterwards."""
+    mounts = [line.split() for line in open("/proc/mounts")]
+    v1 = [m[1] for m in mounts if m[2] == "cgroup" and "pids" in m[3].split(",")]
+    v2 = [m[1] for m in mounts if m[2] == "cgroup2"
+          and "pids" in open(os.path.join(m[1], "cgroup.controllers")).read().split()]
+    if v1:
+        path, join = os.path.join(v1[0], name), "tasks"
+    elif v2:
+        with open(os.path.join(v2[0], "cgroup.subtree_control"), "w") as f:
+            f.write("+pids")
+        path, join = os.path.join(v2[0], name), "cgroup.procs"
+    else:
+        raise RuntimeError("no pids cgroup controller mounted (v1 or v2): cannot limit the run's tasks")
+    os.mkdir(path)
+    try:
+        with open(os.path.join(path, "pids.max"), "w") as f:
+            f.write(str(limit))
+        yield os.path.join(path, join)
+    finally:
+        os.rmdir(path)
+
+
+def part_one_task(r, ws, binary):
+    r.section("a run that cannot start a thread (pids.max 1) does every helper's work in line")
+    fs = ws.make_btrfs("onetask", size=GiB)
+    copies, snaps = build(fs)
+    before = manifest_all(snaps)
+    u0 = df(fs.mnt)["data_used"]
+    with pids_cgroup(f"snapdedupe-test-{os.getpid()}", 1) as join:
+        # The process joins the cgroup, then becomes the program: one task, no room for another.
+        prefix = ["sh", "-c", f'echo $$ > {join} && exec "$0" "$@"']
+        probe = run_tool("python3", ["-c", "import threading; threading.Thread(target=print).start()"],
+                         prefix=prefix)
+        r.check("fixture: inside the cgroup no thread can be started", probe.rc != 0
+                and "can't start new thread" in probe.stderr, probe.describe())
+        res = run_tool(binary, ["run", "--json", "--db", ws.tmp("onetask.sqlite"), fs.path("snaps")], prefix=prefix)
+    r.check("one task: exit 0, a valid report", res.rc == 0 and res.json is not None
+            and not validate_run_json(res.json), res.describe())
+    names = [os.path.basename(s.get("path", "")) for s in (res.json or {}).get("snapshots", [])]
+    turns = [ORDER, [f"{name}.{day}" for day in range(1, DAYS + 1) for name in ("b", "a")]]
+    r.check("one task: the report lists the snapshots in turn", names in turns, str(names))
+    freed = u0 - df(fs.mnt)["data_used"]
+    r.check(f"one task: data used dropped by >= 95% of the copies' bytes ({copies})", freed >= 0.95 * copies,
+            str(freed))
+    check_integrity(r, "one task: every file of every snapshot hashes the same ({files} files)", before, snaps)
+    ws.release(fs, remove_image=True)
+
+
 if __name__ == "__main__":
-    main(PROG, __doc__, [part_in_turn])
+    main(PROG, __doc__, [part_in_turn, part_one_task])
