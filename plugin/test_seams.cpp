@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <atomic>
 #include <fstream>
 #include <memory>
 
@@ -22,7 +23,8 @@ std::function<void()> TestSeams::after_dedupe_call() const
 {
     if (kill_after_dedupe_calls == 0)
         return {};
-    auto calls = std::make_shared<uint64_t>(0);
+    // Called from each deduping thread (FilesystemQueries::dedupe_threads).
+    auto calls = std::make_shared<std::atomic<uint64_t>>(0);
     return [calls, limit = kill_after_dedupe_calls] {
         if (++*calls == limit)
             ::raise(SIGKILL);

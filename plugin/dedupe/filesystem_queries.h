@@ -72,12 +72,12 @@ public:
     virtual std::vector<DedupeCallResult> dedupe_call(int src_fd, uint64_t src_offset, uint64_t length,
                                                       const std::vector<DedupeTarget>& targets) = 0;
 
-    // Reads [offset, offset + length) of `fd` into the page cache just before a dedupe call
+    // Has [offset, offset + length) of `fd` read into the page cache just before a dedupe call
     // compares it: the kernel's compare reads one page at a time with no readahead, so large
-    // sequential reads first make it several times faster on a cold range. Returns whether
-    // the range had to be read (false: it was all cached already, so it is someone's working
-    // set and release() is not called for it). Advisory: a failure only loses the speed-up,
-    // and the dedupe call reports whatever matters.
+    // reads asked for first make it several times faster on a cold range. Returns whether the
+    // range had to be read (false: it was all cached already, so it is someone's working set
+    // and release() is not called for it). Advisory: a failure only loses the speed-up, and
+    // the dedupe call reports whatever matters.
     virtual bool prefetch(int fd, uint64_t offset, uint64_t length) = 0;
     // Drops a range prefetch() read from the page cache once its dedupe call is done, so a
     // long run does not push the host's working set out of the cache. Advisory too.
@@ -90,6 +90,12 @@ public:
     virtual void compare_soon(CompareGroups groups) { (void)groups; }
     // The groups of the last list before `group` are deduped.
     virtual void compared_up_to(size_t group) { (void)group; }
+
+    // How many dedupe calls (of different source files) may run at once, each with its own
+    // prefetch. With more than one, open_file, dedupe_call, prefetch, release and
+    // compared_up_to are called from that many threads (compared_up_to one call at a time);
+    // everything else from one. A model in memory answers one.
+    virtual unsigned dedupe_threads() const { return 1; }
 };
 
 } // namespace snapdedupe

@@ -12,6 +12,7 @@
 
 #include <cerrno>
 #include <system_error>
+#include <thread>
 
 namespace snapdedupe {
 
@@ -99,7 +100,7 @@ std::vector<DedupeCallResult> KernelQueries::dedupe_call(int src_fd, uint64_t sr
 
 bool KernelQueries::prefetch(int fd, uint64_t offset, uint64_t length)
 {
-    return prefetch_ && read_into_cache(fd, offset, length, prefetch_buffer_) > 0;
+    return prefetch_ && ask_into_cache(fd, offset, length) > 0;
 }
 
 void KernelQueries::release(int fd, uint64_t offset, uint64_t length)
@@ -133,6 +134,11 @@ std::unique_ptr<PageDropper> KernelQueries::start_dropper()
     } catch (const std::system_error&) {
         return nullptr;
     }
+}
+
+unsigned KernelQueries::dedupe_threads() const
+{
+    return std::thread::hardware_concurrency() >= 2 ? 2 : 1;
 }
 
 void KernelQueries::compared_up_to(size_t group)

@@ -40,13 +40,16 @@ public:
     // FIDEDUPERANGE itself lives with the engine (deduper.h: fideduperange_call).
     std::vector<DedupeCallResult> dedupe_call(int src_fd, uint64_t src_offset, uint64_t length,
                                               const std::vector<DedupeTarget>& targets) override;
-    // read_into_cache (read_ahead.h) into one buffer, kept between calls; release:
-    // POSIX_FADV_DONTNEED, on the dropper's thread.
+    // prefetch: ask_into_cache (read_ahead.h); release: POSIX_FADV_DONTNEED, on the dropper's
+    // thread.
     bool prefetch(int fd, uint64_t offset, uint64_t length) override;
     void release(int fd, uint64_t offset, uint64_t length) override;
     // A ReadAhead of `groups` (none with prefetching off), its window kReadAheadWindow.
     void compare_soon(CompareGroups groups) override;
     void compared_up_to(size_t group) override;
+    // Two, on a machine with two cores or more: while one call waits on its compare and its
+    // reads, the other runs.
+    unsigned dedupe_threads() const override;
 
 private:
     // The dropper's thread, or nothing when no thread is to be had (a unit's TasksMax=): then
@@ -56,7 +59,6 @@ private:
     const LabeledFd& fs_;
     std::function<void()> after_dedupe_call_;
     bool prefetch_;
-    std::vector<char> prefetch_buffer_; // the only memory prefetching takes
     std::unique_ptr<PageDropper> dropper_; // with prefetch only: nothing else is dropped
     std::unique_ptr<ReadAhead> read_ahead_; // the current dedupe batch's reader, if any
 };

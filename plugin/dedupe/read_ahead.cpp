@@ -9,13 +9,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
 
 namespace snapdedupe {
 
 namespace {
 
-// Large enough that the disk sees sequential reads (and readahead runs ahead of them), small
-// enough that the buffer does not matter.
+// Large enough that the disk sees sequential reads, within the kernel's readahead size (btrfs
+// makes it at least 4 MiB) that one readahead(2) reads at most.
 constexpr size_t kReadChunk = 1024 * 1024;
 // Each range read is kept open until its group is deduped, to drop it from the cache then; a
 // window of small files must not run the process out of file descriptors.
@@ -36,13 +37,13 @@ constexpr uint64_t kPage = 4096;
 // Whether every page of [offset, offset + length) that lies within the file is in the page
 // cache, read or still being read, without copying a byte: the read-ahead thread has asked for
 // most ranges before their call, and copying them out again only to find them cached cost the
-// deduping thread a copy of every byte compared (a sixth of its CPU in the full run). False
-// when the kernel cannot say (before 6.5), and the range is read as before.
-bool all_in_cache(int fd, uint64_t offset, uint64_t length)
+// deduping thread a copy of every byte compared (a sixth of its CPU in the full run). Nothing
+// when the kernel cannot say (before 6.5).
+std::optional<bool> all_in_cache(int fd, uint64_t offset, uint64_t length)
 {
     struct stat st;
     if (::fstat(fd, &st) != 0)
-        return false;
+        return std::nullopt;
     const uint64_t end = std::min(offset + length, static_cast<uint64_t>(st.st_size));
     if (end <= offset)
         return true; // nothing of the range is in the file
@@ -50,58 +51,50 @@ bool all_in_cache(int fd, uint64_t offset, uint64_t length)
     CachestatRange range{first * kPage, (last - first) * kPage};
     Cachestat cs{};
     if (::syscall(SYS_cachestat, fd, &range, &cs, 0) != 0)
-        return false;
+        return std::nullopt;
     return cs.nr_cache >= last - first;
 }
 
-} // namespace
-
-uint64_t read_into_cache(int fd, uint64_t offset, uint64_t length, std::vector<char>& buffer)
+// Whether the range's first page is cached (a file read whole is cached whole): RWF_NOWAIT
+// copies it only if it is, and otherwise starts reading it.
+bool first_page_cached(int fd, uint64_t offset, uint64_t length)
 {
-    if (all_in_cache(fd, offset, length))
-        return 0;
-    buffer.resize(kReadChunk);
-    uint64_t read = 0;
-    for (uint64_t pos = offset, end = offset + length; pos < end;) {
-        size_t want = static_cast<size_t>(std::min<uint64_t>(kReadChunk, end - pos));
-        // RWF_NOWAIT copies only what is cached (and starts readahead for the rest), so one
-        // call both tells whether the chunk was cached already and costs nothing more if so.
-        iovec iov{buffer.data(), want};
-        ssize_t got = ::preadv2(fd, &iov, 1, static_cast<off_t>(pos), RWF_NOWAIT);
-        if (got == 0)
-            break; // end of file
-        got = std::max<ssize_t>(got, 0); // EAGAIN: not cached
-        if (static_cast<size_t>(got) < want) {
-            ssize_t more = ::pread(fd, buffer.data(), want - got, static_cast<off_t>(pos + got));
-            if (more <= 0)
-                break; // end of file, or an error the dedupe call will report
-            read += static_cast<uint64_t>(more);
-            got += more;
-        }
-        pos += static_cast<uint64_t>(got);
-    }
-    return read;
-}
-
-uint64_t start_reading(int fd, uint64_t offset, uint64_t length, const std::function<bool()>& stop)
-{
-    // The first page tells whether the range is cached (a file read whole is cached whole):
-    // RWF_NOWAIT copies it only if it is, and otherwise starts reading it.
     char page[4096];
     iovec iov{page, static_cast<size_t>(std::min<uint64_t>(sizeof page, length))};
-    if (iov.iov_len == 0 || ::preadv2(fd, &iov, 1, static_cast<off_t>(offset), RWF_NOWAIT) > 0)
-        return 0;
+    return iov.iov_len == 0 || ::preadv2(fd, &iov, 1, static_cast<off_t>(offset), RWF_NOWAIT) > 0;
+}
+
+// readahead(2) of the range in steps: the kernel reads at most its readahead size (a few MiB)
+// per call. Returns the bytes asked for; `stop` is asked before each step.
+uint64_t ask_in_steps(int fd, uint64_t offset, uint64_t length, const std::function<bool()>& stop)
+{
     uint64_t asked = 0;
-    // In steps: the kernel reads at most its readahead size (a few MiB) per call.
     for (uint64_t pos = offset, end = offset + length; pos < end; pos += kReadChunk) {
         if (stop && stop())
             break;
         size_t step = static_cast<size_t>(std::min<uint64_t>(kReadChunk, end - pos));
         if (::readahead(fd, static_cast<off64_t>(pos), step) != 0)
-            break; // the dedupe call's own prefetch reads what is left
+            break; // the compare reads what is left, a page at a time
         asked += step;
     }
     return asked;
+}
+
+} // namespace
+
+uint64_t ask_into_cache(int fd, uint64_t offset, uint64_t length)
+{
+    std::optional<bool> cached = all_in_cache(fd, offset, length);
+    if (cached ? *cached : first_page_cached(fd, offset, length))
+        return 0;
+    return ask_in_steps(fd, offset, length, {});
+}
+
+uint64_t start_reading(int fd, uint64_t offset, uint64_t length, const std::function<bool()>& stop)
+{
+    if (first_page_cached(fd, offset, length))
+        return 0;
+    return ask_in_steps(fd, offset, length, stop);
 }
 
 ReadAhead::ReadAhead(Opener open, CompareGroups groups, uint64_t window)

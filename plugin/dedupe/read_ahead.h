@@ -22,15 +22,15 @@
 
 namespace snapdedupe {
 
-// Reads [offset, offset + length) of the open file into the page cache through `buffer`, in
-// 1 MiB steps, reading from disk only what is not cached yet, and waits for it. Stops at the
-// range's end, the file's end, or an error (the dedupe call will report it). Returns the bytes
-// it read from disk (0: all of it was cached, or nothing could be read). The dedupe call's
-// own prefetch reads this way: what the reader did not get to must be cached before the call.
-// A range whose every page is in the page cache already, or on its way there (the reader
-// asked for it), is left alone, uncopied (cachestat(2)): the compare waits for pages still
-// being read, a page at a time but all of them in flight.
-uint64_t read_into_cache(int fd, uint64_t offset, uint64_t length, std::vector<char>& buffer);
+// Asks the kernel to read [offset, offset + length) of the open file into the page cache, in
+// 1 MiB steps, and returns without waiting for the disk: the dedupe call's own prefetch, for
+// what the reader did not get to. The call then waits for pages still being read, all of them
+// in flight at once; reading them here, one 1 MiB read after the other, waited for each in
+// turn, and a second deduping thread's calls, past the reader's window, waited the most.
+// Returns the bytes asked for: 0 if every page of the range is in the page cache already, or
+// on its way there (the reader asked for it), which cachestat(2) tells without copying a byte;
+// before Linux 6.5, if the range's first page is.
+uint64_t ask_into_cache(int fd, uint64_t offset, uint64_t length);
 
 // Asks the kernel to read [offset, offset + length) of the open file into the page cache,
 // and returns without waiting for the disk. Returns the bytes asked for: 0 if the range's

@@ -1,10 +1,12 @@
 #include "plugin/dedupe/reference_mover.h"
 
 #include "plugin/dedupe/deduper.h"
+#include "plugin/dedupe/ordered_workers.h"
 
 #include <algorithm>
 #include <cerrno>
 #include <map>
+#include <mutex>
 #include <tuple>
 
 namespace snapdedupe {
@@ -56,6 +58,64 @@ std::vector<PlannedMove> merge_adjacent(std::vector<PlannedMove> moves)
     return merged;
 }
 
+// The files one worker holds open between groups. Destinations stay open from one group to
+// the next: a fragmented file's references come back group after group (each open by handle
+// is two opens, a stat and a close). Bounded, so a large batch cannot run out of descriptors.
+struct WorkerFiles {
+    size_t max_dst = kMaxOpenDestinations;
+    InodeHandle src_handle;
+    OpenResult src;
+    std::map<InodeHandle, OpenResult> dst;
+    uint64_t compared = 0; // bytes handed to the kernel to compare
+};
+
+// Which groups are deduped, for the reader: it may drop and pass only the groups below the
+// first one not done, whichever worker finishes first.
+struct DoneGroups {
+    explicit DoneGroups(size_t count) : group(count, false) {}
+    std::mutex mutex;
+    std::vector<bool> group;
+    size_t below = 0; // every group before this one is done
+};
+
+// Dedupes one group's references onto its source range, through the worker's open files.
+void run_group(FilesystemQueries& fs, const MoveGroups::key_type& key, const std::vector<size_t>& members,
+               const std::vector<PlannedMove>& moves, WorkerFiles& files, std::vector<DedupeResult>& results)
+{
+    const auto& [src_handle, src_offset, length] = key;
+    if (!files.src || !(files.src_handle == src_handle)) {
+        files.src = fs.open_file(src_handle);
+        files.src_handle = src_handle;
+    }
+    if (!files.src) {
+        for (size_t i : members) {
+            results[i].error = files.src.error;
+            results[i].keeper_gone = true; // the reference still needs a keeper: keep the move
+        }
+        return;
+    }
+    if (files.dst.size() + members.size() > files.max_dst)
+        files.dst.clear();
+    std::vector<DedupeTarget> targets;
+    std::vector<size_t> target_moves;
+    for (size_t i : members) {
+        auto it = files.dst.find(moves[i].dst);
+        if (it == files.dst.end())
+            it = files.dst.emplace(moves[i].dst, fs.open_file(moves[i].dst)).first;
+        if (!it->second) {
+            results[i].error = it->second.error;
+            continue;
+        }
+        targets.push_back({it->second.fd.get(), moves[i].dst_offset});
+        target_moves.push_back(i);
+    }
+    if (!targets.empty())
+        files.compared += length * (1 + targets.size()); // the source, and every destination
+    std::vector<DedupeResult> done = dedupe_onto(fs, files.src.fd.get(), src_offset, length, targets);
+    for (size_t t = 0; t < done.size(); ++t)
+        results[target_moves[t]] = done[t];
+}
+
 DeferredMove journal_entry(const PlannedMove& m, int error)
 {
     return {{m.dst, m.dst_offset}, m.length, {m.src, m.src_offset}, m.keeper_key, error, m.primary};
@@ -99,58 +159,45 @@ Fate fate_of(const PlannedMove& m, const DedupeResult& r)
 uint64_t ReferenceMover::run_moves(const std::vector<PlannedMove>& moves, const std::vector<size_t>& selected,
                                    std::vector<DedupeResult>& results)
 {
-    uint64_t compared = 0;
     // One ioctl serves every reference that takes the same source range: the snapshots of a
     // lineage usually hold one extent at the same offsets. Groups are visited in source
     // order, so each source file is opened once.
-    MoveGroups groups;
+    MoveGroups by_source;
     for (size_t i : selected)
-        groups[{moves[i].src, moves[i].src_offset, moves[i].length}].push_back(i);
+        by_source[{moves[i].src, moves[i].src_offset, moves[i].length}].push_back(i);
+    std::vector<MoveGroups::const_iterator> groups;
+    for (auto it = by_source.cbegin(); it != by_source.cend(); ++it)
+        groups.push_back(it);
+    // The groups of one source file go to one worker, in order: calls on one source would
+    // only queue for its inode lock, and the worker opens it once.
+    std::vector<size_t> run_starts;
+    for (size_t g = 0; g < groups.size(); ++g)
+        if (g == 0 || !(std::get<0>(groups[g]->first) == std::get<0>(groups[g - 1]->first)))
+            run_starts.push_back(g);
+    run_starts.push_back(groups.size());
 
-    fs_.compare_soon(compare_list(groups, moves));
-    size_t group_index = 0;
-    InodeHandle open_src_handle;
-    OpenResult src;
-    // Destinations stay open from one group to the next: a fragmented file's references come
-    // back group after group (each open by handle is two opens, a stat and a close). Bounded,
-    // so a large batch cannot run out of descriptors.
-    std::map<InodeHandle, OpenResult> dst_fds;
-    for (auto& [key, members] : groups) {
-        fs_.compared_up_to(group_index++); // the groups before this one are done
-        auto& [src_handle, src_offset, length] = key;
-        if (!src || !(open_src_handle == src_handle)) {
-            src = fs_.open_file(src_handle);
-            open_src_handle = src_handle;
+    fs_.compare_soon(compare_list(by_source, moves));
+    const unsigned threads = fs_.dedupe_threads();
+    std::vector<WorkerFiles> files(threads);
+    for (WorkerFiles& f : files)
+        f.max_dst = kMaxOpenDestinations / threads;
+    DoneGroups done(groups.size());
+    run_in_order(run_starts.size() - 1, threads, [&](size_t run, unsigned worker) {
+        for (size_t g = run_starts[run]; g < run_starts[run + 1]; ++g) {
+            const auto& [key, members] = *groups[g];
+            run_group(fs_, key, members, moves, files[worker], results);
+            // The reader moves its window on past the groups done, the earlier ones all done.
+            std::lock_guard<std::mutex> lock(done.mutex);
+            done.group[g] = true;
+            while (done.below < done.group.size() && done.group[done.below])
+                ++done.below;
+            fs_.compared_up_to(done.below);
         }
-        if (!src) {
-            for (size_t i : members) {
-                results[i].error = src.error;
-                results[i].keeper_gone = true; // the reference still needs a keeper: keep the move
-            }
-            continue;
-        }
-        if (dst_fds.size() + members.size() > kMaxOpenDestinations)
-            dst_fds.clear();
-        std::vector<DedupeTarget> targets;
-        std::vector<size_t> target_moves;
-        for (size_t i : members) {
-            auto it = dst_fds.find(moves[i].dst);
-            if (it == dst_fds.end())
-                it = dst_fds.emplace(moves[i].dst, fs_.open_file(moves[i].dst)).first;
-            if (!it->second) {
-                results[i].error = it->second.error;
-                continue;
-            }
-            targets.push_back({it->second.fd.get(), moves[i].dst_offset});
-            target_moves.push_back(i);
-        }
-        if (!targets.empty())
-            compared += length * (1 + targets.size()); // the source, and every destination
-        std::vector<DedupeResult> done = dedupe_onto(fs_, src.fd.get(), src_offset, length, targets);
-        for (size_t t = 0; t < done.size(); ++t)
-            results[target_moves[t]] = done[t];
-    }
+    });
     fs_.compare_soon({}); // done: the reader stops and drops what it read
+    uint64_t compared = 0;
+    for (const WorkerFiles& f : files)
+        compared += f.compared;
     return compared;
 }
 

@@ -184,3 +184,24 @@ TEST_CASE("start_reading: asks for what is not cached and returns; the pages arr
     // A stop asked for before the first step asks for nothing more.
     CHECK(start_reading(fd.get(), 6 * kMiB, kMiB, [] { return true; }) == 0);
 }
+
+TEST_CASE("ask_into_cache: asks for a range unless all of it is cached, and returns at once")
+{
+    TempDir dir;
+    constexpr size_t kSize = 8 * kMiB;
+    const std::string path = write_uncached(dir, "file", kSize);
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    REQUIRE(fd.valid());
+    REQUIRE(cached_pages(fd.get(), 0, kSize) == 0);
+    CHECK(ask_into_cache(fd.get(), kMiB, 3 * kMiB) == 3 * kMiB);
+    CHECK(eventually([&] { return cached_pages(fd.get(), kMiB, 3 * kMiB) == 3 * kMiB / kPage; }));
+    // All of it cached: someone's working set, or the reader's; nothing is asked, nothing to drop.
+    CHECK(ask_into_cache(fd.get(), kMiB, 3 * kMiB) == 0);
+    // Its first page cached and the rest not: start_reading passes it by, the call's own
+    // prefetch asks for it (cachestat(2), Linux 6.5 and later, as here).
+    char page[kPage];
+    REQUIRE(::pread(fd.get(), page, kPage, static_cast<off_t>(5 * kMiB)) == static_cast<ssize_t>(kPage));
+    CHECK(start_reading(fd.get(), 5 * kMiB, 2 * kMiB) == 0);
+    CHECK(ask_into_cache(fd.get(), 5 * kMiB, 2 * kMiB) == 2 * kMiB);
+    CHECK(eventually([&] { return cached_pages(fd.get(), 5 * kMiB, 2 * kMiB) == 2 * kMiB / kPage; }));
+}

@@ -9,6 +9,12 @@
 #include <doctest/doctest.h>
 
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
 
 using namespace snapdedupe;
 using namespace snapdedupe::testing;
@@ -19,6 +25,61 @@ constexpr uint64_t kFile = SharedCopy::kSize;
 constexpr uint64_t kHalf = kFile / 2;
 
 using Targets = std::vector<std::pair<InodeHandle, uint64_t>>;
+
+// The model, asked from two deduping threads (FilesystemQueries::dedupe_threads): one question
+// at a time, as the model is not made for threads. The first dedupe call waits until a second
+// one has started (or 10 s), so the two threads are seen at work side by side.
+class TwoThreadFilesystem : public InMemoryFilesystem {
+public:
+    unsigned dedupe_threads() const override { return 2; }
+    OpenResult open_file(const InodeHandle& file) override
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        OpenResult opened = InMemoryFilesystem::open_file(file);
+        if (opened)
+            files_[opened.fd.get()] = file;
+        return opened;
+    }
+    std::vector<DedupeCallResult> dedupe_call(int src_fd, uint64_t src_offset, uint64_t length,
+                                              const std::vector<DedupeTarget>& targets) override
+    {
+        {
+            std::unique_lock<std::mutex> lock(mutex_);
+            threads_of_[files_.at(src_fd)].insert(std::this_thread::get_id());
+            if (++calls_started_ == 1)
+                side_by_side_ = started_.wait_for(lock, std::chrono::seconds(10), [&] { return calls_started_ > 1; });
+            else
+                started_.notify_all();
+        }
+        std::lock_guard<std::mutex> lock(mutex_);
+        return InMemoryFilesystem::dedupe_call(src_fd, src_offset, length, targets);
+    }
+    bool prefetch(int fd, uint64_t offset, uint64_t length) override
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return InMemoryFilesystem::prefetch(fd, offset, length);
+    }
+    void release(int fd, uint64_t offset, uint64_t length) override
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        InMemoryFilesystem::release(fd, offset, length);
+    }
+    void compared_up_to(size_t group) override
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        compared_up_to_.push_back(group);
+    }
+
+    bool side_by_side_ = false; // a second call started while the first waited
+    std::map<InodeHandle, std::set<std::thread::id>> threads_of_; // per source file
+    std::vector<size_t> compared_up_to_;
+
+private:
+    std::mutex mutex_;
+    std::condition_variable started_;
+    size_t calls_started_ = 0;
+    std::map<int, InodeHandle> files_;
+};
 
 } // namespace
 
@@ -215,4 +276,41 @@ TEST_CASE("mover: bytes a writer changed since planning are counted as differing
     CHECK(out.moved == std::vector<bool>{false, false});
     CHECK(s.fs.extent_at(s.w, 0) != s.kept);
     CHECK(journal.empty()); // different bytes never move: nothing to retry
+}
+
+TEST_CASE("mover: two threads dedupe different keepers side by side, each keeper's calls on one")
+{
+    // Four files of snapshot 257, each a copy of a different file of 256 in an extent of its own.
+    TwoThreadFilesystem fs;
+    fs.add_subvolume(256, true);
+    fs.add_subvolume(257, true);
+    std::vector<InodeHandle> keepers, copies;
+    std::vector<DuplicateBlock> duplicates;
+    for (uint64_t i = 0; i < 4; ++i) {
+        keepers.push_back(fs.add_file_in_extent(256, 300 + i, kFile, 10 + i));
+        copies.push_back(fs.add_file_in_extent(257, 300 + i, kFile, 10 + i));
+        for (const DuplicateBlock& d : duplicates_of_file(fs, copies[i], kFile, keepers[i]))
+            duplicates.push_back(d);
+    }
+    ExtentPlan plan = ExtentPlanner(fs, kSingleMetadata, false).plan(duplicates);
+    REQUIRE(plan.extents.size() == 4);
+    RecordingJournal journal;
+    MoveOutcome out = ReferenceMover(fs, journal).execute(plan, duplicates.size());
+
+    CHECK(fs.side_by_side_);
+    CHECK(fs.calls().size() == 4);
+    for (uint64_t i = 0; i < 4; ++i) {
+        CHECK(fs.extent_at(copies[i], 0) == fs.extent_at(keepers[i], 0));
+        CHECK(fs.threads_of_[keepers[i]].size() == 1);
+    }
+    CHECK(out.counters.extents_moved == 4);
+    CHECK(out.counters.references_moved == 4);
+    CHECK(out.counters.compared_bytes == 4 * 2 * kFile);
+    CHECK(out.moved == std::vector<bool>(duplicates.size(), true));
+    CHECK(journal.empty());
+    // The reader is told of the groups done in order, up to the last.
+    REQUIRE(!fs.compared_up_to_.empty());
+    for (size_t k = 1; k < fs.compared_up_to_.size(); ++k)
+        CHECK(fs.compared_up_to_[k - 1] <= fs.compared_up_to_[k]);
+    CHECK(fs.compared_up_to_.back() == 4);
 }
