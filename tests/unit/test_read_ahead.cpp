@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -168,40 +169,54 @@ TEST_CASE("read-ahead: holds at most 128 files open, however small the ranges")
     CHECK(o.seen().size() < 200);
 }
 
+namespace {
+
+// A file of 8 MiB, none of it in the page cache, open for reading.
+struct UncachedFile {
+    static constexpr size_t kSize = 8 * kMiB;
+    TempDir dir;
+    UniqueFd fd;
+    UncachedFile()
+    {
+        fd = UniqueFd(::open(write_uncached(dir, "file", kSize).c_str(), O_RDONLY | O_CLOEXEC));
+        REQUIRE(fd.valid());
+        REQUIRE(cached_pages(fd.get(), 0, kSize) == 0);
+    }
+};
+
+// `ask` is asked for three MiB from the second (more than one step, and not the whole file):
+// it asks for all of them and returns, and they arrive. Asked again, it finds them cached
+// (someone's working set, or the reader's: nothing to ask for, nothing to drop).
+void check_asks_then_finds_cached(const UncachedFile& file, const std::function<uint64_t(int, uint64_t, uint64_t)>& ask)
+{
+    const int fd = file.fd.get();
+    CHECK(ask(fd, kMiB, 3 * kMiB) == 3 * kMiB);
+    CHECK(eventually([&] { return cached_pages(fd, kMiB, 3 * kMiB) == 3 * kMiB / kPage; }));
+    CHECK(ask(fd, kMiB, 3 * kMiB) == 0);
+}
+
+} // namespace
+
 TEST_CASE("start_reading: asks for what is not cached and returns; the pages arrive")
 {
-    TempDir dir;
-    constexpr size_t kSize = 8 * kMiB;
-    const std::string path = write_uncached(dir, "file", kSize);
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    REQUIRE(fd.valid());
-    REQUIRE(cached_pages(fd.get(), 0, kSize) == 0);
-    // Three MiB from the second: more than one step, and not the whole file.
-    CHECK(start_reading(fd.get(), kMiB, 3 * kMiB) == 3 * kMiB);
-    CHECK(eventually([&] { return cached_pages(fd.get(), kMiB, 3 * kMiB) == 3 * kMiB / kPage; }));
-    // Cached now: someone's working set, as far as the reader can tell, so nothing is asked.
-    CHECK(start_reading(fd.get(), kMiB, 3 * kMiB) == 0);
+    UncachedFile file;
+    check_asks_then_finds_cached(file, [](int fd, uint64_t offset, uint64_t length) {
+        return start_reading(fd, offset, length);
+    });
     // A stop asked for before the first step asks for nothing more.
-    CHECK(start_reading(fd.get(), 6 * kMiB, kMiB, [] { return true; }) == 0);
+    CHECK(start_reading(file.fd.get(), 6 * kMiB, kMiB, [] { return true; }) == 0);
 }
 
 TEST_CASE("ask_into_cache: asks for a range unless all of it is cached, and returns at once")
 {
-    TempDir dir;
-    constexpr size_t kSize = 8 * kMiB;
-    const std::string path = write_uncached(dir, "file", kSize);
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    REQUIRE(fd.valid());
-    REQUIRE(cached_pages(fd.get(), 0, kSize) == 0);
-    CHECK(ask_into_cache(fd.get(), kMiB, 3 * kMiB) == 3 * kMiB);
-    CHECK(eventually([&] { return cached_pages(fd.get(), kMiB, 3 * kMiB) == 3 * kMiB / kPage; }));
-    // All of it cached: someone's working set, or the reader's; nothing is asked, nothing to drop.
-    CHECK(ask_into_cache(fd.get(), kMiB, 3 * kMiB) == 0);
+    UncachedFile file;
+    check_asks_then_finds_cached(file, ask_into_cache);
     // Its first page cached and the rest not: start_reading passes it by, the call's own
     // prefetch asks for it (cachestat(2), Linux 6.5 and later, as here).
+    const int fd = file.fd.get();
     char page[kPage];
-    REQUIRE(::pread(fd.get(), page, kPage, static_cast<off_t>(5 * kMiB)) == static_cast<ssize_t>(kPage));
-    CHECK(start_reading(fd.get(), 5 * kMiB, 2 * kMiB) == 0);
-    CHECK(ask_into_cache(fd.get(), 5 * kMiB, 2 * kMiB) == 2 * kMiB);
-    CHECK(eventually([&] { return cached_pages(fd.get(), 5 * kMiB, 2 * kMiB) == 2 * kMiB / kPage; }));
+    REQUIRE(::pread(fd, page, kPage, static_cast<off_t>(5 * kMiB)) == static_cast<ssize_t>(kPage));
+    CHECK(start_reading(fd, 5 * kMiB, 2 * kMiB) == 0);
+    CHECK(ask_into_cache(fd, 5 * kMiB, 2 * kMiB) == 2 * kMiB);
+    CHECK(eventually([&] { return cached_pages(fd, 5 * kMiB, 2 * kMiB) == 2 * kMiB / kPage; }));
 }
