@@ -186,8 +186,8 @@ def part_one_task(r, ws, binary):
         # The process joins the cgroup, then becomes the program: one task, no room for another.
         # In the sanitizer build, LeakSanitizer's check at exit needs a task of its own (it stops
         # the world from a clone), so it is off for this run only; every other run checks leaks.
-        prefix = ["sh", "-c", f'echo $$ > {join} && export ASAN_OPTIONS="${{ASAN_OPTIONS:+$ASAN_OPTIONS:}}detect_leaks=0" '
-                  '&& exec "$0" "$@"']
+        no_leak_check = 'export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"'
+        prefix = ["sh", "-c", f'echo $$ > {join} && {no_leak_check} && exec "$0" "$@"']
         probe = run_tool("python3", ["-c", "import threading; threading.Thread(target=print).start()"],
                          prefix=prefix)
         r.check("fixture: inside the cgroup no thread can be started", probe.rc != 0
