@@ -3,6 +3,7 @@
 #include "index/block_index.h"
 #include "index/index_file.h"
 #include "plugin/diff_ahead.h"
+#include "plugin/upkeep/commit_point.h"
 #include "plugin/upkeep/maintenance_lock.h"
 #include "plugin/upkeep/run_recorder.h"
 #include "plugin/upkeep/snapshot_forgetter.h"
@@ -38,11 +39,12 @@ namespace {
 constexpr std::chrono::milliseconds kBusyBudget{15000};
 
 void finish_journal(SnapshotPass& pass, Database& db, bool dry_run, std::chrono::milliseconds budget, bool final,
-                    RunReport& report)
+                    CommitPoint& commits, RunReport& report)
 {
     std::optional<Transaction> tx;
     if (!dry_run)
         tx.emplace(db);
+    commits.now(); // moves settled but held would be taken for moves still to make
     report.dedupe.add(pass.finish_journal(budget, final));
     if (tx)
         tx->commit();
@@ -132,6 +134,7 @@ struct LineageContext {
     Database& db;
     bool dry_run;
     ProgressFeed& progress;
+    CommitPoint& commits;
 };
 
 // A snapshot deleted while it was processed: the blocks its batches committed (the journal
@@ -162,8 +165,10 @@ void process_snapshot(const Snapshot& snapshot, const Snapshot* parent, const Li
         ctx.progress.send();
     };
     SnapshotReport done = ctx.pass.process(snapshot, parent, lineage.key, progress, std::move(diffed));
-    if (tx)
+    if (tx) {
+        ctx.commits.at_snapshot_end();
         tx->commit();
+    }
     ++ctx.progress.finished;
     report.add(done);
 }
@@ -303,13 +308,19 @@ void dedupe_filesystem(FilesystemWork& work, Database& db, const RunOptions& opt
     // A filesystem visited only to forget deleted snapshots changes nothing but its index (its
     // mount was not checked for writes); its journal waits for a run that processes it.
     const bool dedupes = !work.snapshots.empty();
+    CommitPoint commits(fs.fd(), journal);
     if (dedupes)
-        finish_journal(pass, db, options.dry_run, std::chrono::milliseconds(0), false, report);
-    process_lineages(fs, group_lineages(std::move(work.snapshots)), {pass, index, db, options.dry_run, progress},
-                     report);
+        finish_journal(pass, db, options.dry_run, std::chrono::milliseconds(0), false, commits, report);
+    process_lineages(fs, group_lineages(std::move(work.snapshots)),
+                     {pass, index, db, options.dry_run, progress, commits}, report);
     if (dedupes)
-        finish_journal(pass, db, options.dry_run, kBusyBudget, true, report);
-    report.after.add(space_usage(fs.fd()));
+        finish_journal(pass, db, options.dry_run, kBusyBudget, true, commits, report);
+    report.after.add(space_usage(fs.fd())); // commits
+    if (journal.holds_settled()) {
+        Transaction tx(db);
+        commits.committed();
+        tx.commit();
+    }
     report.filesystems.push_back(fs.uuid());
 }
 

@@ -9,4 +9,11 @@ void IndexJournal::record(const std::vector<DeferredMove>& moves)
     db_.make_durable();
 }
 
+void IndexJournal::write_settled()
+{
+    for (const BlockLocation& where : held_)
+        index_.settle_deferred(where);
+    held_.clear();
+}
+
 } // namespace snapdedupe

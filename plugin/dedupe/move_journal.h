@@ -27,16 +27,28 @@ public:
 // The journal in the index's `deferred` table. record() commits the transaction open on the
 // index and opens the next, so the record survives a kill; everything else rides on the
 // caller's transaction.
+//
+// A settled move leaves the table only once the filesystem has committed it: until then a
+// power cut rolls the dedupe back, and a row gone already would leave the copy where no run
+// looks again (its snapshot is processed). So settle() only holds the move, and
+// write_settled() takes the held ones out; the caller calls it right after a commit
+// (sync_filesystem). A run killed before that leaves them for the next run, which finds them
+// moved, or moves them again.
 class IndexJournal final : public MoveJournal {
 public:
     IndexJournal(Database& db, BlockIndex& index) : db_(db), index_(index) {}
     void record(const std::vector<DeferredMove>& moves) override;
-    void settle(const BlockLocation& where) override { index_.settle_deferred(where); }
+    void settle(const BlockLocation& where) override { held_.push_back(where); }
     void keep(const DeferredMove& move) override { index_.add_deferred(move); }
+
+    bool holds_settled() const { return !held_.empty(); }
+    // Into the caller's transaction.
+    void write_settled();
 
 private:
     Database& db_;
     BlockIndex& index_;
+    std::vector<BlockLocation> held_;
 };
 
 } // namespace snapdedupe

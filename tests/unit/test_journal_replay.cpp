@@ -80,7 +80,9 @@ struct Replay {
         REQUIRE_FALSE(plan.moves.empty());
         if (before_moving)
             before_moving();
-        return ReferenceMover(fs, journal).execute(plan, 2);
+        MoveOutcome out = ReferenceMover(fs, journal).execute(plan, 2);
+        journal.write_settled(); // the run's commit (plugin/upkeep/commit_point.h)
+        return out;
     }
     // Snapshot 256 is deleted; with `survivor`, 260, a later (indexed) snapshot of its
     // subvolume, still holds `a` there. `forget`: the next run's forgetter has seen it.
@@ -100,7 +102,9 @@ struct Replay {
     {
         SnapshotPass pass(fs, journal, index, BlockFingerprinter(no_filesystem, ChecksumInfo{}), kSingleMetadata,
                           PassPolicy{dry_run, false, {}});
-        return pass.finish_journal(std::chrono::milliseconds(0), final);
+        DedupeCounters c = pass.finish_journal(std::chrono::milliseconds(0), final);
+        journal.write_settled(); // the run's commit
+        return c;
     }
 };
 

@@ -234,7 +234,8 @@ TEST_CASE("journal: a move whose keeper is gone stays for the replay to find the
     CHECK(out.counters.references_moved == 0);
 }
 
-TEST_CASE("journal: IndexJournal::record commits the moves at once; settle and keep ride on the transaction")
+TEST_CASE("journal: IndexJournal::record commits the moves at once; keep rides on the transaction, settle waits for "
+          "the filesystem's commit")
 {
     TempDir dir;
     const std::string path = dir.path("index.sqlite");
@@ -252,6 +253,12 @@ TEST_CASE("journal: IndexJournal::record commits the moves at once; settle and k
         busy.error = EAGAIN;
         journal.keep(busy);
         journal.keep(later);
+        // b's move may still be rolled back by a power cut: it stays until the filesystem
+        // has committed it.
+        CHECK(journal.holds_settled());
+        CHECK(index.deferred().size() == 3);
+        journal.write_settled(); // right after the commit
+        CHECK_FALSE(journal.holds_settled());
         std::vector<DeferredMove> inside = index.deferred();
         REQUIRE(inside.size() == 2); // c (busy) and `later`; b settled
         CHECK(inside[0].where.file.root == 258);
