@@ -75,7 +75,7 @@ bool ExtentPlanner::regular_file(uint64_t root, uint64_t inode, InodeHandle& han
     auto it = inodes_.find(key);
     if (it == inodes_.end()) {
         InodeHandle h{root, inode, 0};
-        std::optional<InodeInfo> info = fs_.inode_info(root, inode);
+        std::optional<InodeInfo> info = answers_ ? answers_->inode_info(root, inode) : fs_.inode_info(root, inode);
         if (info && S_ISREG(info->mode))
             h.generation = info->generation;
         it = inodes_.emplace(key, h).first;
@@ -119,19 +119,29 @@ ExtentPlanner::keeper_extent_of(const Candidate& c, const std::vector<DuplicateB
     return k;
 }
 
+uint64_t ExtentPlanner::exchangeable_keeper(const Candidate& c, const std::vector<DuplicateBlock>& duplicates,
+                                            int64_t after)
+{
+    // Before any question to the kernel: a keeper of an earlier run may be held by every
+    // snapshot, and a backref walk over them all costs more than the exchange could save.
+    for (const Piece& p : c.pieces)
+        if (duplicates[p.block].keeper.id <= after)
+            return 0;
+    return duplicates[c.pieces.front().block].keeper.key.extent;
+}
+
 void ExtentPlanner::exchange_if_cheaper(Eligible& e, const std::vector<DuplicateBlock>& duplicates, int64_t after,
                                         const KeeperUsers& keeper_users,
                                         const std::map<uint64_t, Candidate>& candidates)
 {
-    // Before any question to the kernel: a keeper of an earlier run may be held by every
-    // snapshot, and a backref walk over them all costs more than the exchange could save.
-    for (const Piece& p : e.cand.pieces)
-        if (duplicates[p.block].keeper.id <= after)
-            return;
+    if (exchangeable_keeper(e.cand, duplicates, after) == 0)
+        return;
     // Counted first, at any address in the keeper's extent (the answer is the whole extent's,
     // and is used again below): most keepers are held by as many references as their copy or
     // more, and looking each one up is what costs.
-    ExtentRefs held = fs_.extent_references(duplicates[e.cand.pieces.front().block].keeper.key.extent);
+    const uint64_t keeper_address = duplicates[e.cand.pieces.front().block].keeper.key.extent;
+    const ExtentRefs* asked = answers_ ? answers_->keeper_references(keeper_address) : nullptr;
+    ExtentRefs held = asked ? *asked : fs_.extent_references(keeper_address);
     if (!held.complete || held.refs.size() >= e.refs.size())
         return;
     std::optional<Candidate> keeper = keeper_extent_of(e.cand, duplicates);
@@ -238,7 +248,9 @@ bool ExtentPlanner::read_references(const Candidate& c, const ExtentRefs& found,
             Reference ref;
             if (!regular_file(r.root, r.inode, ref.file))
                 return false;
-            std::vector<FileExtentItem> items = fs_.file_extent_items(r.root, r.inode, r.file_offset, r.file_offset);
+            std::vector<FileExtentItem> items =
+                answers_ ? answers_->file_extent_items(r.root, r.inode, r.file_offset)
+                         : fs_.file_extent_items(r.root, r.inode, r.file_offset, r.file_offset);
             if (items.size() != 1 || items[0].disk_bytenr != c.disk_bytenr)
                 return false;
             ref.item = items[0];
@@ -343,11 +355,24 @@ ExtentPlan ExtentPlanner::plan(const std::vector<DuplicateBlock>& duplicates, st
         for (const auto& [bytenr, cand] : candidates)
             for (const Piece& p : cand.pieces)
                 keeper_users.emplace(p.keeper_key.extent, bytenr);
-    std::vector<Eligible> eligible;
+    std::vector<uint64_t> to_ask, keepers;
     for (auto& [bytenr, cand] : candidates) {
         std::sort(cand.pieces.begin(), cand.pieces.end(), by_extent_offset);
+        if (cand.onto_itself)
+            continue;
+        to_ask.push_back(bytenr);
+        keepers.push_back(exchangeable_after ? exchangeable_keeper(cand, duplicates, *exchangeable_after) : 0);
+    }
+    const ReferenceAnswers answers(fs_, to_ask, keepers);
+    answers_ = &answers;
+    struct Forget {
+        const ReferenceAnswers*& answers;
+        ~Forget() { answers = nullptr; }
+    } forget{answers_};
+    std::vector<Eligible> eligible;
+    for (auto& [bytenr, cand] : candidates) {
         Eligible e;
-        if (cand.onto_itself || !read_references(cand, fs_.extent_references(cand.disk_bytenr), e.refs, e.writable) ||
+        if (cand.onto_itself || !read_references(cand, *answers.references(cand.disk_bytenr), e.refs, e.writable) ||
             !fully_covered(cand, e.refs)) {
             c.skipped_partial_bytes += cand.duplicate_bytes; // sharing part of an extent frees nothing
             continue;

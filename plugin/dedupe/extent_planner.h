@@ -10,6 +10,7 @@
 #include "index/changed_blocks.h"
 #include "index/block_index.h"
 #include "plugin/dedupe/filesystem_queries.h"
+#include "plugin/dedupe/reference_answers.h"
 #include "plugin/run_report.h"
 #include "snapshots/kernel/space_info.h"
 
@@ -97,6 +98,10 @@ private:
     // The keeper's side of `c`: its extent, with `c`'s copy as the keeper of every byte, if all
     // of `c`'s pieces have their keepers in one extent.
     std::optional<Candidate> keeper_extent_of(const Candidate& c, const std::vector<DuplicateBlock>& duplicates);
+    // The address the exchange asks about (any in the keeper's extent), if every piece's keeper
+    // was indexed after row `after`; else 0: no exchange.
+    static uint64_t exchangeable_keeper(const Candidate& c, const std::vector<DuplicateBlock>& duplicates,
+                                        int64_t after);
     // Makes `e` its keeper's extent instead, moving onto `e`'s copy, if that costs less.
     void exchange_if_cheaper(Eligible& e, const std::vector<DuplicateBlock>& duplicates, int64_t after,
                              const KeeperUsers& keeper_users, const std::map<uint64_t, Candidate>& candidates);
@@ -115,6 +120,7 @@ private:
     uint32_t tree_level(uint64_t root);
 
     FilesystemQueries& fs_;
+    const ReferenceAnswers* answers_ = nullptr; // the batch's, asked ahead; set during plan()
     MetadataGeometry geometry_;
     bool readonly_only_;
     std::map<uint64_t, bool> read_only_;
