@@ -44,8 +44,7 @@ void finish_journal(SnapshotPass& pass, Database& db, bool dry_run, std::chrono:
     std::optional<Transaction> tx;
     if (!dry_run)
         tx.emplace(db);
-    commits.now(); // moves settled but held would be taken for moves still to make
-    report.dedupe.add(pass.finish_journal(budget, final));
+    report.dedupe.add(pass.finish_journal(budget, final, [&commits] { commits.now(); }));
     if (tx)
         tx->commit();
 }

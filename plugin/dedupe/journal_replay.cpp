@@ -55,7 +55,8 @@ std::vector<DuplicateBlock> SnapshotPass::take_journal()
     return duplicates;
 }
 
-DedupeCounters SnapshotPass::finish_journal(std::chrono::milliseconds budget, bool final)
+DedupeCounters SnapshotPass::finish_journal(std::chrono::milliseconds budget, bool final,
+                                            const std::function<void()>& before_each_round)
 {
     DedupeCounters total;
     if (policy_.dry_run)
@@ -64,6 +65,8 @@ DedupeCounters SnapshotPass::finish_journal(std::chrono::milliseconds budget, bo
     const auto deadline = std::chrono::steady_clock::now() + budget;
     auto pause = std::chrono::milliseconds(100);
     for (;;) {
+        if (before_each_round)
+            before_each_round();
         std::vector<DuplicateBlock> duplicates = take_journal();
         if (duplicates.empty())
             break;

@@ -46,7 +46,11 @@ public:
     // (EAGAIN) or by an error, in this run or an earlier one. Rounds with doubling pauses
     // within `budget`; what still does not move stays in the journal for the next run. Only
     // the `final` call of a run counts what stays (busy_deferred, dedupe_errors).
-    DedupeCounters finish_journal(std::chrono::milliseconds budget, bool final);
+    // `before_each_round`, if set, runs before a round takes the journal's rows: the run
+    // commits there, so that the moves settled so far (held by IndexJournal until a commit)
+    // leave the journal and are not taken as moves still to make.
+    DedupeCounters finish_journal(std::chrono::milliseconds budget, bool final,
+                                  const std::function<void()>& before_each_round = {});
 
 private:
     // The oldest indexed copy that still opens; copies that no longer open are forgotten.

@@ -239,6 +239,41 @@ TEST_CASE("replay: moves a busy send left are finished once it is over; still bu
     }
 }
 
+// Between two rounds the run commits (before_each_round): the moves the first round made stay
+// in the journal until then (a power cut before the commit rolls them back), and the second
+// round takes only what is left.
+TEST_CASE("replay: moves a round settled wait in the journal for the commit before the next round")
+{
+    Replay r;
+    r.record_killed_batch();
+    r.fs.set_busy(258); // c1's move is busy in the first round
+    int rounds = 0;
+    std::vector<DeferredMove> before_commit, after_commit;
+    auto commit = [&] {
+        ++rounds;
+        if (rounds == 2) {
+            before_commit = r.index.deferred();
+            r.fs.set_busy(258, false);
+        }
+        r.journal.write_settled();
+        if (rounds == 2)
+            after_commit = r.index.deferred();
+    };
+    SnapshotPass pass(r.fs, r.journal, r.index, BlockFingerprinter(r.no_filesystem, ChecksumInfo{}), kSingleMetadata,
+                      PassPolicy{});
+    DedupeCounters c = pass.finish_journal(std::chrono::milliseconds(5000), true, commit);
+    r.journal.write_settled(); // the run's commit at its end
+
+    CHECK(rounds == 2);
+    CHECK(before_commit.size() == 3); // b and c2 moved, c1 busy: all still there
+    REQUIRE(after_commit.size() == 1);
+    CHECK(after_commit[0].where.file == r.c1);
+    CHECK(after_commit[0].error == EAGAIN);
+    CHECK(r.index.deferred().empty());
+    CHECK(r.fs.reference_count(r.copy) == 0);
+    CHECK(c.busy_deferred == 0);
+}
+
 TEST_CASE("replay: a dry run leaves the journal alone")
 {
     Replay r;
