@@ -148,7 +148,7 @@ void rebuild_as_version_2(Database& db)
 
 // Every check reads; nothing is written until the file is known to be ours. Without `fs_uuid`
 // (a reader with no filesystem at hand) the recorded uuid is not compared.
-void check_ours(Database& db, const std::optional<std::string>& fs_uuid)
+void check_ours(Database& db, const std::optional<std::string>& fs_uuid, bool whole_check = true)
 {
     const std::string name = "index " + db.path();
     int64_t version = db.scalar("PRAGMA user_version");
@@ -162,7 +162,7 @@ void check_ours(Database& db, const std::optional<std::string>& fs_uuid)
                          std::to_string(kIndexSchemaVersion) + " this snapdedupe uses");
     // Reads every page: a damaged page the run would never touch still makes the file
     // untrustworthy, and it is far cheaper than the run's own reads.
-    if (std::string verdict = quick_check(db); verdict != "ok")
+    if (std::string verdict = whole_check ? quick_check(db) : "ok"; verdict != "ok")
         throw IndexError(name + ": damaged (" + verdict + "); remove it and the next run rebuilds it");
     for (const char* table : kTables)
         if (!index_has_table(db, table))
@@ -243,7 +243,7 @@ std::optional<std::string> index_filesystem_uuid(Database& db)
 }
 
 std::unique_ptr<Database> open_index(const std::string& path, const std::string& fs_uuid, bool dry_run,
-                                     const std::function<void(const std::string&)>& notice)
+                                     const std::function<void(const std::string&)>& notice, bool whole_check)
 {
     struct stat st;
     bool exists = ::stat(path.c_str(), &st) == 0;
@@ -262,7 +262,7 @@ std::unique_ptr<Database> open_index(const std::string& path, const std::string&
         db->exec("PRAGMA journal_mode=WAL");
         create_schema(*db, fs_uuid);
     } else {
-        check_ours(*db, fs_uuid);
+        check_ours(*db, fs_uuid, whole_check);
         bool version_1 = db->scalar("PRAGMA user_version") == 1;
         if (version_1 && dry_run) {
             if (notice)

@@ -22,9 +22,12 @@ inline constexpr int kIndexSchemaVersion = 2;
 // empty in-memory one. A version-1 index is rebuilt as version 2 (its blocks and processed
 // snapshots dropped, its journal and history kept); a dry run plans on an empty in-memory
 // one instead. Either tells `notice` in one line. Throws IndexError (exit code 5) for anything it cannot use, SqliteError
-// (exit code 5 when the file is damaged) or SysError.
+// (exit code 5 when the file is damaged) or SysError. Without `whole_check` the file's pages
+// are not all read first (PRAGMA quick_check): only when the file is as a run of ours left it
+// and was checked whole lately (index/check_stamp.h).
 std::unique_ptr<Database> open_index(const std::string& path, const std::string& fs_uuid, bool dry_run,
-                                     const std::function<void(const std::string&)>& notice = {});
+                                     const std::function<void(const std::string&)>& notice = {},
+                                     bool whole_check = true);
 
 // Reads the index at `path` and changes nothing (`snapdedupe status`): opened with
 // SQLITE_OPEN_READONLY and checked as open_index checks it (ours, this schema or version 1, undamaged, and

@@ -1,6 +1,7 @@
 #include "plugin/run.h"
 
 #include "index/block_index.h"
+#include "index/check_stamp.h"
 #include "index/index_file.h"
 #include "plugin/diff_ahead.h"
 #include "plugin/upkeep/commit_point.h"
@@ -23,6 +24,7 @@
 #include <iostream>
 #include <chrono>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <map>
 #include <optional>
@@ -333,8 +335,14 @@ void run_filesystem(FilesystemWork& work, const RunOptions& options, ProgressFee
     RunRecorder history(report);
     if (!options.dry_run)
         make_default_index_dir(db_path);
-    std::unique_ptr<Database> db = open_index(db_path, fs.uuid(), options.dry_run,
-                                              [](const std::string& line) { std::cerr << "snapdedupe: " << line << "\n"; });
+    // The whole index is read and checked only when it is not as our last run left it, or that
+    // check is a week old (index/check_stamp.h): what the index holds grows with the disk.
+    const int64_t opened_at = ::time(nullptr);
+    const std::optional<CheckStamp> stamp = read_check_stamp(db_path);
+    const bool whole_check = full_check_due(db_path, stamp, opened_at);
+    std::unique_ptr<Database> db = open_index(
+        db_path, fs.uuid(), options.dry_run, [](const std::string& line) { std::cerr << "snapdedupe: " << line << "\n"; },
+        whole_check);
     if (options.dry_run) { // changes nothing, not even the history
         dedupe_filesystem(work, *db, options, progress, report);
         return;
@@ -346,6 +354,8 @@ void run_filesystem(FilesystemWork& work, const RunOptions& options, ProgressFee
         throw;
     }
     history.succeeded(*db, report);
+    db.reset(); // closed: SQLite copies its -wal file into the index and removes it
+    write_check_stamp(db_path, whole_check ? opened_at : stamp->checked_at);
 }
 
 } // namespace

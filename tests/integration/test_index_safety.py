@@ -14,6 +14,8 @@ was, no default index (/var/lib/snapdedupe/<uuid>.sqlite) made for A or B.
 * A's index given for B (run, dry run, through the queue, through a config): exit 5 naming
   both uuids; a config whose one `db` serves paths on both filesystems: exit 2.
 * A's index with its last page overwritten (PRAGMA quick_check), or a table dropped: exit 5.
+  Also a copy that a run stamped (user.snapdedupe.checked: the file as the run left it, so the
+  next run may skip the whole check), its last page then overwritten in place: exit 5.
 * A directory as --db: exit 5. `--db ''`: exit 2. `run --help`, `diff --help`: exit 0.
 * Another application's SQLite file (journal mode DELETE): exit 5, the file byte-identical,
   still in rollback (not WAL) mode, no -wal/-shm created.
@@ -392,12 +394,40 @@ def part_no_dac_read_search(r, fx):
     r.check("normal run: snapshots still read-only", all(is_readonly(s) for s in fx.readonly))
 
 
+def part_stamped(r, fx):
+    """A run stamps the index it leaves; the next run skips the whole check only while the file is
+    as stamped (index/check_stamp.h). Written in place after the run, its mtime moved. Last, as
+    its stamping run is a real one: on A, whose copies the run before has freed."""
+    ws = fx.ws
+    r.section("an index a run stamped, then damaged in place")
+    stamped = ws.tmp("stamped.sqlite")
+    shutil.copyfile(fx.db, stamped)
+    res = run_tool(fx.binary, ["run", "--db", stamped, "--json", fx.snaps_a], timeout=120)
+    r.check("fixture: a run on A with a copy of A's index exits 0", res.rc == 0, res.describe())
+    st = os.stat(stamped)
+    try:
+        stamp = os.getxattr(stamped, "user.snapdedupe.checked").decode().split()
+    except OSError as e:
+        stamp = [str(e)]
+    r.check("the run stamped the index as it left it (inode, size, mtime)",
+            stamp[2:6] == [str(st.st_ino), str(st.st_size), str(st.st_mtime_ns // 10**9), str(st.st_mtime_ns % 10**9)],
+            f"{stamp} vs inode {st.st_ino} size {st.st_size} mtime {st.st_mtime_ns}")
+    hd = header(stamped)
+    r.check("fixture: no free pages in the stamped copy", hd["freelist"] == 0, str(hd))
+    with open(stamped, "r+b") as f:
+        f.seek(os.path.getsize(stamped) - 4096)
+        f.write(random.Random(904).randbytes(4096))
+    fx.usage = (df(fx.fs_a.mnt)["data_used"], df(fx.fs_b.mnt)["data_used"])  # A's copy went in the part before
+    fx.case("stamped index with its last page overwritten in place (run)",
+            ["run", "--db", stamped, "--json", fx.snaps_a], 5, files=[stamped])
+
+
 def part_index_safety(r, ws, binary):
     saved = os.environ.get("SNAPDEDUPE_STATE_DIR")
     try:
         fx = Fixture(r, ws, binary)
         for part in (part_foreign_index, part_damaged, part_not_a_file, part_other_application, part_no_sys_admin,
-                     part_no_dac_read_search):
+                     part_no_dac_read_search, part_stamped):
             part(r, fx)
     finally:
         if saved is None:
