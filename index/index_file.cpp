@@ -161,7 +161,9 @@ void check_ours(Database& db, const std::optional<std::string>& fs_uuid, bool wh
         throw IndexError(name + ": schema version " + std::to_string(version) + " is newer than the version " +
                          std::to_string(kIndexSchemaVersion) + " this snapdedupe uses");
     // Reads every page: a damaged page the run would never touch still makes the file
-    // untrustworthy, and it is far cheaper than the run's own reads.
+    // untrustworthy. Skipped (`whole_check` false) only when the file is as a run of ours left
+    // it and was read whole within the week (index/check_stamp.h): the check costs what the
+    // index holds, and a night's work should cost what changed.
     if (std::string verdict = whole_check ? quick_check(db) : "ok"; verdict != "ok")
         throw IndexError(name + ": damaged (" + verdict + "); remove it and the next run rebuilds it");
     for (const char* table : kTables)
