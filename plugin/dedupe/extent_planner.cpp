@@ -343,6 +343,20 @@ void ExtentPlanner::add_moves(const Candidate& cand, const std::vector<Reference
     }
 }
 
+ReferenceAnswers ExtentPlanner::ask_ahead(const std::map<uint64_t, Candidate>& candidates,
+                                          const std::vector<DuplicateBlock>& duplicates,
+                                          std::optional<int64_t> exchangeable_after)
+{
+    std::vector<uint64_t> to_ask, keepers;
+    for (const auto& [bytenr, cand] : candidates) {
+        if (cand.onto_itself)
+            continue;
+        to_ask.push_back(bytenr);
+        keepers.push_back(exchangeable_after ? exchangeable_keeper(cand, duplicates, *exchangeable_after) : 0);
+    }
+    return ReferenceAnswers(fs_, to_ask, keepers);
+}
+
 ExtentPlan ExtentPlanner::plan(const std::vector<DuplicateBlock>& duplicates, std::optional<int64_t> exchangeable_after)
 {
     ExtentPlan plan;
@@ -355,15 +369,9 @@ ExtentPlan ExtentPlanner::plan(const std::vector<DuplicateBlock>& duplicates, st
         for (const auto& [bytenr, cand] : candidates)
             for (const Piece& p : cand.pieces)
                 keeper_users.emplace(p.keeper_key.extent, bytenr);
-    std::vector<uint64_t> to_ask, keepers;
-    for (auto& [bytenr, cand] : candidates) {
+    for (auto& [bytenr, cand] : candidates)
         std::sort(cand.pieces.begin(), cand.pieces.end(), by_extent_offset);
-        if (cand.onto_itself)
-            continue;
-        to_ask.push_back(bytenr);
-        keepers.push_back(exchangeable_after ? exchangeable_keeper(cand, duplicates, *exchangeable_after) : 0);
-    }
-    const ReferenceAnswers answers(fs_, to_ask, keepers);
+    const ReferenceAnswers answers = ask_ahead(candidates, duplicates, exchangeable_after);
     answers_ = &answers;
     struct Forget {
         const ReferenceAnswers*& answers;

@@ -98,6 +98,11 @@ private:
     // The keeper's side of `c`: its extent, with `c`'s copy as the keeper of every byte, if all
     // of `c`'s pieces have their keepers in one extent.
     std::optional<Candidate> keeper_extent_of(const Candidate& c, const std::vector<DuplicateBlock>& duplicates);
+    // What plan() will ask the kernel about each candidate (its pieces sorted), asked now on
+    // the deduping threads (plugin/dedupe/reference_answers.h).
+    ReferenceAnswers ask_ahead(const std::map<uint64_t, Candidate>& candidates,
+                               const std::vector<DuplicateBlock>& duplicates,
+                               std::optional<int64_t> exchangeable_after);
     // The address the exchange asks about (any in the keeper's extent), if every piece's keeper
     // was indexed after row `after`; else 0: no exchange.
     static uint64_t exchangeable_keeper(const Candidate& c, const std::vector<DuplicateBlock>& duplicates,
