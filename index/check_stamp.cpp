@@ -1,5 +1,7 @@
 #include "index/check_stamp.h"
 
+#include "index/index_file.h"
+
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -59,7 +61,7 @@ std::optional<CheckStamp> read_check_stamp(const std::string& path)
 
 bool full_check_due(const std::string& path, const std::optional<CheckStamp>& stamp, int64_t now)
 {
-    if (!stamp || ::access((path + "-wal").c_str(), F_OK) == 0)
+    if (!stamp || has_wal(path))
         return true;
     std::optional<CheckStamp> now_is = stat_of(path);
     if (!now_is || !same_file(*stamp, *now_is))

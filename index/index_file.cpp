@@ -195,12 +195,6 @@ FileVersion version_of(const struct stat& st)
     return {st.st_dev, st.st_ino, st.st_size, st.st_mtim, st.st_ctim};
 }
 
-// A run killed, or one writing now, leaves committed transactions in the -wal file.
-bool has_wal(const std::string& path)
-{
-    return ::access((path + "-wal").c_str(), F_OK) == 0;
-}
-
 // Whether a read of the file alone since `before` may have met a run's writes: the file changed,
 // or a run has started (its checkpoint may have written in the same clock tick as the write
 // before it, which leaves the times as they were).
@@ -215,6 +209,11 @@ bool maybe_written_since(const std::string& path, const FileVersion& before)
 constexpr int kReadAttempts = 5;
 
 } // namespace
+
+bool has_wal(const std::string& path)
+{
+    return ::access((path + "-wal").c_str(), F_OK) == 0;
+}
 
 bool index_has_table(Database& db, const std::string& table)
 {

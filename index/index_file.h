@@ -39,6 +39,10 @@ std::unique_ptr<Database> open_index(const std::string& path, const std::string&
 bool read_index_readonly(const std::string& path, const std::optional<std::string>& fs_uuid,
                          const std::function<void(Database&)>& read);
 
+// Whether a -wal file is beside the index at `path`: a run killed, or one writing now, leaves
+// committed transactions in it.
+bool has_wal(const std::string& path);
+
 // For readers of an index that may predate an in-place addition (read_index_readonly never
 // adds anything): whether a table, or a table's column, exists.
 bool index_has_table(Database& db, const std::string& table);
