@@ -36,6 +36,36 @@ std::vector<bool> maps_blocks(FilesystemQueries& fs, const InodeHandle& handle, 
     return maps;
 }
 
+// Splits `blocks` by whether `handle` maps them (maps_blocks): returns those it maps, leaves
+// the rest in `blocks`.
+std::vector<IndexedBlock> take_mapped(FilesystemQueries& fs, const InodeHandle& handle, std::vector<IndexedBlock>& blocks)
+{
+    std::vector<bool> maps = maps_blocks(fs, handle, blocks);
+    std::vector<IndexedBlock> mapped, rest;
+    for (size_t i = 0; i < blocks.size(); ++i)
+        (maps[i] ? mapped : rest).push_back(blocks[i]);
+    blocks = std::move(rest);
+    return mapped;
+}
+
+// Moves each of `blocks`, all mapped by older[hi], to the newest of older[lo, hi] that maps it,
+// halving the range. Returns how many moved (all of them).
+uint64_t move_by_halving(FilesystemQueries& fs, BlockIndex& index, const std::vector<uint64_t>& older, size_t lo,
+                         size_t hi, uint64_t inode, uint64_t generation, std::vector<IndexedBlock> blocks)
+{
+    uint64_t moved = 0;
+    while (!blocks.empty() && lo < hi) {
+        const size_t mid = lo + (hi - lo) / 2;
+        std::vector<IndexedBlock> newer = take_mapped(fs, {older[mid], inode, generation}, blocks);
+        // What older[mid] maps has its newest mapping in [lo, mid]; the rest in [mid + 1, hi].
+        moved += move_by_halving(fs, index, older, lo, mid, inode, generation, std::move(newer));
+        lo = mid + 1;
+    }
+    for (const IndexedBlock& b : blocks)
+        index.move_block(b.id, {{older[hi], inode, generation}, b.where.file_offset});
+    return moved + blocks.size();
+}
+
 } // namespace
 
 // Moves each of `blocks` (one file of the deleted snapshot) that `handle` maps; keeps the
@@ -56,6 +86,16 @@ uint64_t move_mapped(FilesystemQueries& fs, BlockIndex& index, const InodeHandle
     }
     blocks = std::move(homeless);
     return moved;
+}
+
+uint64_t move_to_newest_mapping(FilesystemQueries& fs, BlockIndex& index, const std::vector<uint64_t>& older,
+                                uint64_t inode, uint64_t generation, std::vector<IndexedBlock>& blocks)
+{
+    if (older.empty() || blocks.empty())
+        return 0;
+    const size_t oldest = older.size() - 1;
+    std::vector<IndexedBlock> mapped = take_mapped(fs, {older[oldest], inode, generation}, blocks);
+    return move_by_halving(fs, index, older, 0, oldest, inode, generation, std::move(mapped));
 }
 
 // Second chance, for files that were replaced: an identical rewrite (write a new file, rename

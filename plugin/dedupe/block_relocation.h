@@ -25,6 +25,18 @@ inline constexpr size_t kMaxRelocationCandidates = 8;
 uint64_t move_mapped(FilesystemQueries& fs, BlockIndex& index, const InodeHandle& handle,
                      std::vector<IndexedBlock>& blocks);
 
+// For a file that lives on but was written in place since (a VM image, a database): moves each
+// of `blocks` (located in (inode, generation) of a deleted snapshot) to the newest of `older`
+// (surviving snapshots of its lineage, newest first) whose same file maps it; keeps the rest in
+// `blocks`. Returns how many moved. A block overwritten in place is mapped by the oldest
+// snapshots up to the write and by none after it, so the oldest is asked first (what it does
+// not map, none does) and the newest that still maps the rest is found by halving the list:
+// about log2(n) tree searches a file, not one per snapshot. A block that the file mapped
+// again after a write (a copy deduped back onto it at the same offset) may move to an older
+// snapshot than the newest that maps it, or be forgotten: never to one that does not map it.
+uint64_t move_to_newest_mapping(FilesystemQueries& fs, BlockIndex& index, const std::vector<uint64_t>& older,
+                                uint64_t inode, uint64_t generation, std::vector<IndexedBlock>& blocks);
+
 // Second chance, for files that were replaced: an identical rewrite is a new inode, whose
 // extent the run moved onto the keeper. Whoever references the block's extent now, in a
 // surviving indexed snapshot (`alive_otransid`: root -> otransid), at the same offset. One

@@ -31,15 +31,14 @@ uint64_t relocate_file(FilesystemQueries& fs, BlockIndex& index, const std::vect
         return moved;
     if (!lineage.empty() && lives_on(fs, lineage.front(), dead)) {
         // The file is still there but these blocks of it were overwritten in place since (a VM
-        // image, a database): their bytes live on only in older snapshots, if anywhere, and
-        // an older snapshot that still maps them is found by asking each in turn, which costs
-        // a tree search. Asking the kernel who references the extent costs a backref walk over
-        // every snapshot that shares the file's leaves: 40 ms per block at 100 snapshots, one
-        // block per 64 KiB write. Bytes of such a block that some other file took over (a
-        // copy deduped onto it) are forgotten with it: that file's extent stays, unindexed.
-        for (size_t i = newest; i < lineage.size() && !blocks.empty(); ++i)
-            moved += move_mapped(fs, index, {lineage[i], dead.inode, dead.generation}, blocks);
-        return moved;
+        // image, a database): their bytes live on only in older snapshots, if anywhere, found
+        // by a few tree searches in them. Asking the kernel who references the extent costs a
+        // backref walk over every snapshot that shares the file's leaves: 40 ms per block at
+        // 100 snapshots, one block per 64 KiB write. Bytes of such a block that some other
+        // file took over (a copy deduped onto it) are forgotten with it: that file's extent
+        // stays, unindexed.
+        const std::vector<uint64_t> older(lineage.begin() + static_cast<std::ptrdiff_t>(newest), lineage.end());
+        return moved + move_to_newest_mapping(fs, index, older, dead.inode, dead.generation, blocks);
     }
     return moved + move_by_extent_refs(fs, index, blocks, alive_otransid);
 }

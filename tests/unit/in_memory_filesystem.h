@@ -145,6 +145,8 @@ public:
     // The questions that cost the kernel most when an extent has thousands of references, as
     // the code under test asked them (LOGICAL_INO, inode lookups).
     size_t reference_lookups = 0, inode_lookups = 0;
+    // dedupable_blocks calls: each an open by handle and a tree search on the kernel.
+    size_t block_lookups = 0;
     // The block [offset, offset + length) of `file` as the run keys it (index/changed_blocks.h).
     std::optional<DataBlock> block_at(const InodeHandle& file, uint64_t offset, uint64_t length)
     {
@@ -229,6 +231,7 @@ public:
     std::optional<std::vector<DataBlock>> dedupable_blocks(const InodeHandle& file,
                                                             const std::vector<ByteRange>& ranges) override
     {
+        ++block_lookups;
         if (open_error(file))
             return std::nullopt;
         const uint64_t size = inode(file).size;
