@@ -25,7 +25,9 @@
 # data freed, metadata growth (one copy) and net freed (data plus every copy of metadata), from
 # `btrfs filesystem df` after a sync, and integrity: every file of every snapshot hashes (b2sum)
 # the same after the phase as in the series before it (each copy starts bit-identical to it;
-# day 5's files are hashed in the source snapshots they were sent from).
+# day 5's files are hashed in the source snapshots they were sent from). Before the tools: how
+# much data any dedupe could free at most, the data on disk less its distinct 4 KiB blocks
+# (dedupable_bound.py).
 # Prints a markdown table. Needs root; about 25 minutes on 2 cores. Not run by CI.
 #
 #   sudo tests/benchmark/compare-peers.sh
@@ -142,6 +144,7 @@ build_series() {
     send_bytes[series]=$(incremental_send_bytes "$tgt")
     series_logical=$(find "$tgt/backup" -type f -printf '%s\n' | awk '{ t += $1 } END { printf "%.0f\n", t }')
     read -r series_data _ < <(space "$tgt")
+    read -r series_bound series_distinct _ < <(python3 "$root/tests/benchmark/dedupable_bound.py" "$tgt/backup" "$series_data")
     { cat "$tmp/manifest.full"; manifest "$src/snaps" "./$(snap_name hostA $days)" "./$(snap_name hostB $days)"; } |
         LC_ALL=C sort >"$tmp/manifest.nightly"
     cleanup # target.img stays as it was after day $((days - 1))
@@ -255,7 +258,8 @@ mib() { awk -v b="$1" 'BEGIN { printf "%.0f MiB", b / 1048576 }'; }
 echo
 echo "$(date -u +%F), $(nproc) cores, $(free -g | awk '/^Mem:/ { print $2 }') GiB, $(uname -r):" \
     "2 hosts x ~$host_mib MiB, days 0-$((days - 1)) then day $days;" \
-    "target after day $((days - 1)): $(mib "$series_logical") logical, $(mib "$series_data") data on disk"
+    "target after day $((days - 1)): $(mib "$series_logical") logical, $(mib "$series_data") data on disk," \
+    "$(mib "$series_distinct") of it distinct 4 KiB blocks, so at most $(mib "$series_bound") of data can go"
 echo
 echo "| tool | run | wall s | user s | sys s | peak RSS | read | data freed | metadata growth | net freed | files same | load |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
