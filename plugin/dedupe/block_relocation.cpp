@@ -73,19 +73,10 @@ uint64_t move_by_halving(FilesystemQueries& fs, BlockIndex& index, const std::ve
 uint64_t move_mapped(FilesystemQueries& fs, BlockIndex& index, const InodeHandle& handle,
                      std::vector<IndexedBlock>& blocks)
 {
-    std::vector<bool> maps = maps_blocks(fs, handle, blocks);
-    std::vector<IndexedBlock> homeless;
-    uint64_t moved = 0;
-    for (size_t i = 0; i < blocks.size(); ++i) {
-        if (maps[i]) {
-            index.move_block(blocks[i].id, {handle, blocks[i].where.file_offset});
-            ++moved;
-        } else {
-            homeless.push_back(blocks[i]);
-        }
-    }
-    blocks = std::move(homeless);
-    return moved;
+    const std::vector<IndexedBlock> mapped = take_mapped(fs, handle, blocks);
+    for (const IndexedBlock& b : mapped)
+        index.move_block(b.id, {handle, b.where.file_offset});
+    return mapped.size();
 }
 
 uint64_t move_to_newest_mapping(FilesystemQueries& fs, BlockIndex& index, const std::vector<uint64_t>& older,

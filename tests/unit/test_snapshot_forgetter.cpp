@@ -147,6 +147,21 @@ TEST_CASE("forgetter: a replaced file's blocks are found through its extent once
                                       // the file lives on in the newest, and the new one)
 }
 
+namespace {
+
+// A VM image of `blocks` blocks (inode 300 of root 256, one extent), each block indexed there.
+InodeHandle indexed_image(InMemoryFilesystem& fs, BlockIndex& index, uint64_t blocks)
+{
+    InodeHandle image = fs.add_file_in_extent(256, 300, blocks * kBlockSize, 1);
+    for (uint64_t offset = 0; offset < blocks * kBlockSize; offset += kBlockSize) {
+        DataBlock b = *fs.block_at(image, offset, kBlockSize);
+        index.add_block(b.key, {0x1000 + offset, b.length, false}, {image, offset});
+    }
+    return image;
+}
+
+} // namespace
+
 // Retention on a backup target of VM images: the deleted snapshot located blocks of a file
 // that every later snapshot still has, written in place since (random 64 KiB writes). Each such
 // block asked LOGICAL_INO about its extent, a backref walk over every snapshot sharing the
@@ -159,11 +174,7 @@ TEST_CASE("forgetter: blocks of a file written in place since are looked for in 
     BlockIndex index(*db);
     fs.add_subvolume(256, true, 0, "uuid-256");
     index.add_snapshot({"uuid-256", 256, "lineage", 10, "/snaps/0", 0});
-    InodeHandle image = fs.add_file_in_extent(256, 300, 2 * kBlockSize, 1);
-    for (uint64_t offset = 0; offset < 2 * kBlockSize; offset += kBlockSize) {
-        DataBlock b = *fs.block_at(image, offset, kBlockSize);
-        index.add_block(b.key, {0x1000 + offset, b.length, false}, {image, offset});
-    }
+    InodeHandle image = indexed_image(fs, index, 2);
     const int64_t first_id = index.blocks_in_root(256).front().id;
     // Twelve later snapshots: the first block is overwritten from the fourth on (in the newest
     // nine, more than the newest snapshots tried first), the second in all of them.
@@ -202,11 +213,7 @@ TEST_CASE("forgetter: a file written in place is searched by halving, and each b
     fs.add_subvolume(256, true, 0, "uuid-256");
     index.add_snapshot({"uuid-256", 256, "lineage", 10, "/snaps/0", 0});
     constexpr uint64_t kBlocks = 4;
-    InodeHandle image = fs.add_file_in_extent(256, 300, kBlocks * kBlockSize, 1);
-    for (uint64_t offset = 0; offset < kBlocks * kBlockSize; offset += kBlockSize) {
-        DataBlock b = *fs.block_at(image, offset, kBlockSize);
-        index.add_block(b.key, {0x1000 + offset, b.length, false}, {image, offset});
-    }
+    InodeHandle image = indexed_image(fs, index, kBlocks);
     // 100 later snapshots, 257 the oldest. Block i is overwritten from snapshot overwritten_from[i]
     // on: the first in the newest 8 (found by the newest-first tries), the second and third
     // somewhere in the middle, the fourth in every later snapshot (forgotten).
