@@ -8,6 +8,9 @@
 
 #include "index/block_index.h"
 
+#include <cstdint>
+#include <set>
+#include <tuple>
 #include <vector>
 
 namespace snapdedupe {
@@ -34,21 +37,33 @@ public:
 // write_settled() takes the held ones out; the caller calls it right after a commit
 // (sync_filesystem). A run killed before that leaves them for the next run, which finds them
 // moved, or moves them again.
+//
+// The table holds one row per reference (its file and offset). A reference settled in one
+// batch can be recorded again in a later one before the commit: a later extent's planner finds
+// it among a keeper's references. Its row is then the later move's, and is no longer held:
+// taking it out at the commit would lose that move if it stays (busy behind a send), with
+// nothing to say so.
 class IndexJournal final : public MoveJournal {
 public:
     IndexJournal(Database& db, BlockIndex& index) : db_(db), index_(index) {}
     void record(const std::vector<DeferredMove>& moves) override;
-    void settle(const BlockLocation& where) override { held_.push_back(where); }
-    void keep(const DeferredMove& move) override { index_.add_deferred(move); }
+    void settle(const BlockLocation& where) override;
+    void keep(const DeferredMove& move) override;
 
     bool holds_settled() const { return !held_.empty(); }
     // Into the caller's transaction.
     void write_settled();
 
 private:
+    using Reference = std::tuple<uint64_t, uint64_t, uint64_t>; // root, inode, offset: a row's key
+    static Reference reference_of(const BlockLocation& where)
+    {
+        return {where.file.root, where.file.inode, where.file_offset};
+    }
+
     Database& db_;
     BlockIndex& index_;
-    std::vector<BlockLocation> held_;
+    std::set<Reference> held_;
 };
 
 } // namespace snapdedupe

@@ -279,6 +279,47 @@ TEST_CASE("journal: IndexJournal::record commits the moves at once; keep rides o
     }
 }
 
+TEST_CASE("journal: a reference settled and then recorded again before the commit keeps its new row")
+{
+    // The run that found this: one batch moved a snapshot's reference onto a keeper (settled,
+    // held until the commit); a later batch moved the keeper's extent onto a cheaper copy,
+    // that reference with it, and a send on its snapshot made the move busy. The commit then
+    // took the busy row out with the settled one, and the end of the run had nothing to retry.
+    TempDir dir;
+    const std::string path = dir.path("index.sqlite");
+    std::unique_ptr<Database> db = open_index(path, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", false);
+    BlockIndex index(*db);
+    IndexJournal journal(*db, index);
+    const DeferredMove first = move_in(257), other = move_in(258);
+    DeferredMove again = first; // the same reference, onto another keeper
+    again.keeper = {{259, 400, 102}, 0};
+    again.keeper_key = {uint64_t{2} << 30, 0, 0};
+
+    Transaction tx(*db);
+    journal.record({first, other});
+    journal.settle(first.where);
+    journal.settle(other.where);
+    journal.record({again}); // the later batch
+    DeferredMove busy = again;
+    busy.error = EAGAIN;
+    journal.keep(busy);
+    REQUIRE(journal.holds_settled()); // `other` still waits for the commit
+    journal.write_settled();
+    std::vector<DeferredMove> rows = index.deferred();
+    REQUIRE(rows.size() == 1); // the busy move, for the end of the run to retry
+    CHECK(rows[0].where.file == first.where.file);
+    CHECK(rows[0].keeper.file == again.keeper.file);
+    CHECK(rows[0].keeper_key == again.keeper_key);
+    CHECK(rows[0].error == EAGAIN);
+
+    // Recorded again and settled again: the row goes at the commit after all.
+    journal.record({again});
+    journal.settle(again.where);
+    journal.write_settled();
+    CHECK(index.deferred().empty());
+    CHECK_FALSE(journal.holds_settled());
+}
+
 TEST_CASE("journal: an index from before the journal is upgraded in place, refusing nothing")
 {
     TempDir dir;
