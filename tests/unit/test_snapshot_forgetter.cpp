@@ -149,16 +149,35 @@ TEST_CASE("forgetter: a replaced file's blocks are found through its extent once
 
 namespace {
 
-// A VM image of `blocks` blocks (inode 300 of root 256, one extent), each block indexed there.
-InodeHandle indexed_image(InMemoryFilesystem& fs, BlockIndex& index, uint64_t blocks)
-{
-    InodeHandle image = fs.add_file_in_extent(256, 300, blocks * kBlockSize, 1);
-    for (uint64_t offset = 0; offset < blocks * kBlockSize; offset += kBlockSize) {
-        DataBlock b = *fs.block_at(image, offset, kBlockSize);
-        index.add_block(b.key, {0x1000 + offset, b.length, false}, {image, offset});
+// A backup target of VM images, one lineage: snapshot 256 holds the image (`blocks` blocks,
+// inode 300, one extent), each block indexed there; snapshot() adds a later snapshot holding a
+// copy of it.
+struct ImageLineage {
+    InMemoryFilesystem fs;
+    std::unique_ptr<Database> db = open_index(":memory:", "fs-uuid", false);
+    BlockIndex index{*db};
+    InodeHandle image;
+
+    explicit ImageLineage(uint64_t blocks)
+    {
+        fs.add_subvolume(256, true, 0, "uuid-256");
+        index.add_snapshot({"uuid-256", 256, "lineage", 10, "/snaps/0", 0});
+        image = fs.add_file_in_extent(256, 300, blocks * kBlockSize, 1);
+        for (uint64_t offset = 0; offset < blocks * kBlockSize; offset += kBlockSize) {
+            DataBlock b = *fs.block_at(image, offset, kBlockSize);
+            index.add_block(b.key, {0x1000 + offset, b.length, false}, {image, offset});
+        }
     }
-    return image;
-}
+
+    // The image's copy in the new snapshot `root`.
+    InodeHandle snapshot(uint64_t root)
+    {
+        std::string uuid = "uuid-" + std::to_string(root);
+        fs.add_subvolume(root, true, 0, uuid);
+        index.add_snapshot({uuid, root, "lineage", root, "/snaps/" + uuid, 0});
+        return fs.snapshot_file(image, root);
+    }
+};
 
 } // namespace
 
@@ -169,27 +188,21 @@ InodeHandle indexed_image(InMemoryFilesystem& fs, BlockIndex& index, uint64_t bl
 // retention row took.
 TEST_CASE("forgetter: blocks of a file written in place since are looked for in older snapshots, not by extent")
 {
-    InMemoryFilesystem fs;
-    std::unique_ptr<Database> db = open_index(":memory:", "fs-uuid", false);
-    BlockIndex index(*db);
-    fs.add_subvolume(256, true, 0, "uuid-256");
-    index.add_snapshot({"uuid-256", 256, "lineage", 10, "/snaps/0", 0});
-    InodeHandle image = indexed_image(fs, index, 2);
+    ImageLineage target(2);
+    InMemoryFilesystem& fs = target.fs;
+    BlockIndex& index = target.index;
     const int64_t first_id = index.blocks_in_root(256).front().id;
     // Twelve later snapshots: the first block is overwritten from the fourth on (in the newest
     // nine, more than the newest snapshots tried first), the second in all of them.
     for (uint64_t root = 257; root <= 268; ++root) {
-        std::string uuid = "uuid-" + std::to_string(root);
-        fs.add_subvolume(root, true, 0, uuid);
-        index.add_snapshot({uuid, root, "lineage", root, "/snaps/" + uuid, 0});
-        InodeHandle copy = fs.snapshot_file(image, root);
+        InodeHandle copy = target.snapshot(root);
         if (root >= 260)
             fs.overwrite(copy, 0, kBlockSize, 100 + root);
         fs.overwrite(copy, kBlockSize, kBlockSize, 200 + root);
     }
     fs.delete_subvolume(256);
 
-    ForgetOutcome out = forget_deleted_snapshots(fs, *db, index);
+    ForgetOutcome out = forget_deleted_snapshots(fs, *target.db, index);
 
     CHECK(out.blocks_moved == 1);
     CHECK(out.blocks_forgotten == 1);
@@ -207,22 +220,16 @@ TEST_CASE("forgetter: blocks of a file written in place since are looked for in 
 // oldest is asked first and the newest that maps a block is found by halving the rest.
 TEST_CASE("forgetter: a file written in place is searched by halving, and each block still moves to the newest that maps it")
 {
-    InMemoryFilesystem fs;
-    std::unique_ptr<Database> db = open_index(":memory:", "fs-uuid", false);
-    BlockIndex index(*db);
-    fs.add_subvolume(256, true, 0, "uuid-256");
-    index.add_snapshot({"uuid-256", 256, "lineage", 10, "/snaps/0", 0});
     constexpr uint64_t kBlocks = 4;
-    InodeHandle image = indexed_image(fs, index, kBlocks);
+    ImageLineage target(kBlocks);
+    InMemoryFilesystem& fs = target.fs;
+    BlockIndex& index = target.index;
     // 100 later snapshots, 257 the oldest. Block i is overwritten from snapshot overwritten_from[i]
     // on: the first in the newest 8 (found by the newest-first tries), the second and third
     // somewhere in the middle, the fourth in every later snapshot (forgotten).
     const uint64_t overwritten_from[kBlocks] = {350, 300, 271, 257};
     for (uint64_t root = 257; root <= 356; ++root) {
-        std::string uuid = "uuid-" + std::to_string(root);
-        fs.add_subvolume(root, true, 0, uuid);
-        index.add_snapshot({uuid, root, "lineage", root, "/snaps/" + uuid, 0});
-        InodeHandle copy = fs.snapshot_file(image, root);
+        InodeHandle copy = target.snapshot(root);
         for (uint64_t i = 0; i < kBlocks; ++i)
             if (root >= overwritten_from[i])
                 fs.overwrite(copy, i * kBlockSize, kBlockSize, 1000 * (i + 1) + root);
@@ -233,7 +240,7 @@ TEST_CASE("forgetter: a file written in place is searched by halving, and each b
         ids.push_back(b.id);
     fs.block_lookups = 0;
 
-    ForgetOutcome out = forget_deleted_snapshots(fs, *db, index);
+    ForgetOutcome out = forget_deleted_snapshots(fs, *target.db, index);
 
     CHECK(out.blocks_moved == 3);
     CHECK(out.blocks_forgotten == 1);
