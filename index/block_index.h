@@ -15,6 +15,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace snapdedupe {
@@ -83,6 +84,14 @@ struct DeferredMove {
     int error = 0;       // why it is still here: 0 not settled yet, EAGAIN busy, else the errno
     bool primary = true; // the processed snapshot's own reference: its bytes count as deduped
 };
+
+// How the journal's table keys a move: one row per reference, its root, inode and offset (not
+// the inode's generation).
+using DeferredKey = std::tuple<uint64_t, uint64_t, uint64_t>;
+inline DeferredKey deferred_key(const BlockLocation& where)
+{
+    return {where.file.root, where.file.inode, where.file_offset};
+}
 
 class BlockIndex {
 public:

@@ -6,26 +6,26 @@ void IndexJournal::record(const std::vector<DeferredMove>& moves)
 {
     for (const DeferredMove& m : moves) {
         index_.add_deferred(m);
-        held_.erase(reference_of(m.where)); // the row is this move's now
+        held_.erase(deferred_key(m.where)); // the row is this move's now
     }
     db_.make_durable();
 }
 
 void IndexJournal::settle(const BlockLocation& where)
 {
-    held_.insert(reference_of(where));
+    held_.insert_or_assign(deferred_key(where), where);
 }
 
 void IndexJournal::keep(const DeferredMove& move)
 {
     index_.add_deferred(move);
-    held_.erase(reference_of(move.where));
+    held_.erase(deferred_key(move.where));
 }
 
 void IndexJournal::write_settled()
 {
-    for (const auto& [root, inode, offset] : held_)
-        index_.settle_deferred({{root, inode, 0}, offset});
+    for (const auto& [key, where] : held_)
+        index_.settle_deferred(where);
     held_.clear();
 }
 

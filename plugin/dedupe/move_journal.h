@@ -8,9 +8,7 @@
 
 #include "index/block_index.h"
 
-#include <cstdint>
-#include <set>
-#include <tuple>
+#include <map>
 #include <vector>
 
 namespace snapdedupe {
@@ -55,15 +53,9 @@ public:
     void write_settled();
 
 private:
-    using Reference = std::tuple<uint64_t, uint64_t, uint64_t>; // root, inode, offset: a row's key
-    static Reference reference_of(const BlockLocation& where)
-    {
-        return {where.file.root, where.file.inode, where.file_offset};
-    }
-
     Database& db_;
     BlockIndex& index_;
-    std::set<Reference> held_;
+    std::map<DeferredKey, BlockLocation> held_;
 };
 
 } // namespace snapdedupe

@@ -20,7 +20,7 @@ public:
         Op op;
         std::vector<DeferredMove> moves;
     };
-    using Key = std::tuple<uint64_t, uint64_t, uint64_t>; // the table's primary key
+    using Key = DeferredKey; // the table's primary key
 
     void record(const std::vector<DeferredMove>& moves) override
     {
@@ -58,7 +58,7 @@ public:
             std::count_if(log_.begin(), log_.end(), [&](const Entry& e) { return e.op == op; }));
     }
 
-    static Key key(const BlockLocation& where) { return {where.file.root, where.file.inode, where.file_offset}; }
+    static Key key(const BlockLocation& where) { return deferred_key(where); }
 
 private:
     std::map<Key, DeferredMove> rows_;
