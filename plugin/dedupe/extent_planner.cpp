@@ -421,6 +421,7 @@ ExtentPlan ExtentPlanner::plan(const std::vector<DuplicateBlock>& duplicates, st
             cost += node_cost * tree_level(root) / root_sharing[root];
         if (cost >= e.cand.disk_bytes) {
             c.skipped_cost_bytes += e.cand.duplicate_bytes;
+            plan.cost_skipped.insert(plan.cost_skipped.end(), e.cand.blocks.begin(), e.cand.blocks.end());
             continue;
         }
         charged_leaves_.insert(e.leaves.begin(), e.leaves.end());

@@ -61,6 +61,9 @@ struct ExtentPlan {
     std::vector<std::vector<size_t>> extent_blocks; // per extent: the duplicate blocks with bytes in it
     std::vector<PlannedMove> moves;
     std::vector<KeeperExchange> exchanges; // to make in the index before the first move
+    // The duplicate blocks of the extents skipped for cost (index into the planned duplicates):
+    // a leaf that a later move unshares anyway makes them cheap (SnapshotPass::second_look).
+    std::vector<size_t> cost_skipped;
     DedupeCounters counters; // skips and predictions
 };
 

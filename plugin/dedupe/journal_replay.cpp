@@ -70,7 +70,7 @@ DedupeCounters SnapshotPass::finish_journal(std::chrono::milliseconds budget, bo
         std::vector<DuplicateBlock> duplicates = take_journal();
         if (duplicates.empty())
             break;
-        DedupeCounters round = dedupe(duplicates, nullptr, false); // not blocks: nothing to index
+        DedupeCounters round = dedupe(duplicates, nullptr, Unmoved::leave);
         // Found, and skipped or not, when they were first found. A move that had already
         // happened before a kill plans as an extent onto itself: nothing to count.
         round.duplicate_bytes = round.skipped_partial_bytes = round.skipped_cost_bytes = 0;

@@ -11,6 +11,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -143,8 +144,9 @@ void SnapshotPass::index_chunk(SnapshotReport& report, std::vector<DuplicateBloc
 }
 
 DedupeCounters SnapshotPass::dedupe(const std::vector<DuplicateBlock>& duplicates,
-                                    std::vector<PlannedExtent>* plan_out, bool index_unmoved)
+                                    std::vector<PlannedExtent>* plan_out, Unmoved unmoved)
 {
+    const bool index_unmoved = unmoved != Unmoved::leave;
     // Finishing the journal plans each move as recorded: its keeper stays the keeper.
     ExtentPlan plan = planner_.plan(duplicates, index_unmoved ? std::optional<int64_t>(last_row_before_run_)
                                                               : std::nullopt);
@@ -183,22 +185,54 @@ DedupeCounters SnapshotPass::dedupe(const std::vector<DuplicateBlock>& duplicate
             for (size_t b : plan.extent_blocks[e])
                 busy[b] = busy[b] || outcome.extent_kept[e];
     }
+    std::vector<bool> held(duplicates.size(), false);
+    if (unmoved == Unmoved::hold_cost_skipped)
+        for (size_t b : plan.cost_skipped)
+            held[b] = true;
     // A duplicate that stayed where it was is still a location of its bytes; not one whose
     // extent is deferred: that extent is likely freed soon, and a key the index knows for a
     // freed disk address would hide the next data written there.
     for (size_t i = 0; index_unmoved && i < duplicates.size(); ++i) {
         const DuplicateBlock& d = duplicates[i];
-        if (!moved[i] && !busy[i] && !exchanged[i]) // an exchanged one has the keeper's row
-            index_.add_block(d.block.key, {d.fingerprint, d.block.length, d.block.nodatasum},
-                             {d.file, d.block.file_offset});
+        if (moved[i] || busy[i] || exchanged[i]) // an exchanged one has the keeper's row
+            continue;
+        if (held[i]) { // counted as skipped if it stays skipped after its second look
+            counters.skipped_cost_bytes -= std::min(counters.skipped_cost_bytes, d.block.length);
+            cost_skipped_.push_back(d);
+            continue;
+        }
+        index_.add_block(d.block.key, {d.fingerprint, d.block.length, d.block.nodatasum},
+                         {d.file, d.block.file_offset});
     }
     return counters;
 }
 
-DedupeCounters SnapshotPass::dedupe_during_run(const std::vector<DuplicateBlock>& duplicates, SnapshotReport& report)
+DedupeCounters SnapshotPass::second_look(SnapshotReport& report)
+{
+    std::vector<DuplicateBlock> held;
+    held.swap(cost_skipped_);
+    std::vector<DuplicateBlock> again;
+    for (DuplicateBlock& d : held) {
+        // Its keeper may have been exchanged for a copy since, or its snapshot deleted.
+        const BlockContent content{d.fingerprint, d.block.length, d.block.nodatasum};
+        std::optional<IndexedBlock> keeper = find_keeper(content, d.block.key);
+        if (!keeper) {
+            index_.add_block(d.block.key, content, {d.file, d.block.file_offset});
+            continue;
+        }
+        d.keeper = *keeper;
+        again.push_back(d);
+    }
+    DedupeCounters counters = dedupe_during_run(again, report, Unmoved::index);
+    counters.duplicate_bytes = 0; // counted when they were first found
+    return counters;
+}
+
+DedupeCounters SnapshotPass::dedupe_during_run(const std::vector<DuplicateBlock>& duplicates, SnapshotReport& report,
+                                               Unmoved unmoved)
 {
     DedupeCounters counters =
-        dedupe(duplicates, policy_.dry_run ? &report.plan : nullptr, true);
+        dedupe(duplicates, policy_.dry_run ? &report.plan : nullptr, unmoved);
     // Busy or failed moves stay in the journal, which the end of the run finishes: counted
     // there if they still do not move.
     counters.busy_deferred = counters.dedupe_errors = 0;
@@ -231,9 +265,11 @@ SnapshotReport SnapshotPass::process(const Snapshot& snapshot, const Snapshot* p
         if (chunk_blocks_ >= kBlocksPerChunk || chunk_.size() >= kFilesPerChunk)
             index_chunk(report, duplicates);
         if (duplicates.size() >= kDuplicatesPerBatch) {
-            report.dedupe.add(dedupe_during_run(duplicates, report));
+            report.dedupe.add(dedupe_during_run(duplicates, report, Unmoved::hold_cost_skipped));
             duplicates.clear();
         }
+        if (cost_skipped_.size() >= kDuplicatesPerBatch) // bounded memory
+            report.dedupe.add(second_look(report));
         for (const ByteRange& r : change.ranges)
             done += r.length;
         if (progress)
@@ -241,7 +277,8 @@ SnapshotReport SnapshotPass::process(const Snapshot& snapshot, const Snapshot* p
     }
 
     index_chunk(report, duplicates);
-    report.dedupe.add(dedupe_during_run(duplicates, report));
+    report.dedupe.add(dedupe_during_run(duplicates, report, Unmoved::hold_cost_skipped));
+    report.dedupe.add(second_look(report));
 
     ProcessedSnapshot record;
     record.uuid = uuid_to_string(snapshot.uuid);

@@ -60,12 +60,23 @@ private:
     // Fingerprints the chunk's blocks (few tree searches for all) and indexes each, or adds
     // it to `duplicates` with its keeper; empties the chunk.
     void index_chunk(SnapshotReport& report, std::vector<DuplicateBlock>& duplicates);
-    // Plans and (unless a dry run) moves; records what stayed in the index.
-    // Counts busy extents in busy_deferred and takes them out of the plan's predictions;
-    // `index_unmoved`: record the duplicates that stayed as locations of their bytes.
+    // What becomes of the duplicates that stay where they are.
+    enum class Unmoved {
+        leave,             // journal entries: not blocks, nothing to index
+        index,             // recorded in the index as locations of their bytes
+        hold_cost_skipped, // the same, but those skipped for cost wait for second_look()
+    };
+    // Plans and (unless a dry run) moves; records what stayed as `unmoved` says.
+    // Counts busy extents in busy_deferred and takes them out of the plan's predictions.
     DedupeCounters dedupe(const std::vector<DuplicateBlock>& duplicates, std::vector<PlannedExtent>* plan_out,
-                          bool index_unmoved);
-    DedupeCounters dedupe_during_run(const std::vector<DuplicateBlock>& duplicates, SnapshotReport& report);
+                          Unmoved unmoved);
+    DedupeCounters dedupe_during_run(const std::vector<DuplicateBlock>& duplicates, SnapshotReport& report,
+                                     Unmoved unmoved);
+    // Plans the duplicates held back as skipped for cost once more, with their keepers as
+    // they are now, and indexes those that still stay. A leaf is copied once however many of
+    // its references move: an extent refused for a leaf it alone would have paid for costs
+    // nothing once a later move of the pass has copied that leaf.
+    DedupeCounters second_look(SnapshotReport& report);
     // The journal's moves as duplicates to plan again, each with its keeper where it is now;
     // all leave the journal (those planned again are recorded again by the mover).
     std::vector<DuplicateBlock> take_journal();
@@ -85,6 +96,7 @@ private:
     std::vector<FileBlocks> chunk_;                    // scanned, not yet fingerprinted
     std::set<std::tuple<uint64_t, uint64_t>> chunk_keys_;
     size_t chunk_blocks_ = 0;
+    std::vector<DuplicateBlock> cost_skipped_; // held for second_look(), not yet indexed
 };
 
 } // namespace snapdedupe

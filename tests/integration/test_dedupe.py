@@ -347,6 +347,46 @@ def part_cheaper_keeper(r, ws, binary):
     check_snapshots(r, "next night (snapshots + live subvolume)", before, snaps + [live])
 
 
+def part_second_look(r, ws, binary):
+    """A small copy whose metadata leaf a large copy beside it unshares anyway. Alone, the
+    small one would cost a whole leaf (more than its 8 KiB), and the batch's plan skips it for
+    cost; once the large one has moved, the leaf is paid, and the pass's second look moves the
+    small one too."""
+    r.section("11. second look: a copy skipped for cost moves once its leaf is paid")
+    small, big = 8 * 1024, 1 * MiB
+    fs = ws.make_btrfs("second-look", size=GiB)
+    live, snapshot = new_series(fs)
+    rng = random.Random(1105)
+    for name, size in (("small.bin", small), ("big.bin", big)):
+        with open(os.path.join(live, name), "wb") as f:
+            f.write(rng.randbytes(size))
+    snaps = [snapshot("src.000")]
+    # Copies numbered within one 32 inodes: one metadata leaf, as the planner counts them.
+    while True:
+        for name in ("small.bin", "big.bin"):
+            sh("cp", "--reflink=never", os.path.join(live, name), os.path.join(live, "copy-" + name))
+        inodes = [os.stat(os.path.join(live, "copy-" + n)).st_ino for n in ("small.bin", "big.bin")]
+        if inodes[0] // 32 == inodes[1] // 32:
+            break
+        for name in ("small.bin", "big.bin"):
+            os.unlink(os.path.join(live, "copy-" + name))
+    snaps.append(snapshot("src.001"))
+    before = manifest_all(snaps + [live])
+    if binary is None:
+        return
+    res, freed = measured_run(r, ws, binary, fs, "second-look", "second-look run")
+    r.check("second-look run: nothing left alone for cost (skipped_cost_bytes == 0)",
+            res.num("skipped_cost_bytes") == 0, str(res.num("skipped_cost_bytes")))
+    r.check("second-look run: both copies deduped (deduped_bytes == 1 MiB + 8 KiB)",
+            res.num("deduped_bytes") == small + big, str(res.num("deduped_bytes")))
+    r.check("second-look run: both copies' references moved (2 each: snapshot and live)",
+            res.num("references_moved") == 4, str(res.num("references_moved")))
+    r.check("second-look run: both copies' bytes freed (1 MiB + 8 KiB, within a block)",
+            abs(freed - (small + big)) < 4096, str(freed))
+    check_snapshots(r, "second-look run (snapshots + live subvolume)", before, snaps + [live])
+
+
 if __name__ == "__main__":
-    main(PROG, __doc__, [part_main, part_live, part_compressed, part_fanout, part_prefetch, part_cheaper_keeper],
+    main(PROG, __doc__, [part_main, part_live, part_compressed, part_fanout, part_prefetch, part_cheaper_keeper,
+          part_second_look],
          selftest=True)

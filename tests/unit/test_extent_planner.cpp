@@ -268,6 +268,23 @@ TEST_CASE("planner: a leaf is paid once per run")
     CHECK(new_leaf.counters.skipped_cost_bytes == 8 * KiB);
 }
 
+TEST_CASE("planner: an extent skipped for cost is listed, and costs nothing once a later batch paid its leaf")
+{
+    SmallFiles s;
+    ExtentPlanner planner(s.fs, kSingleMetadata, false);
+    const std::vector<DuplicateBlock> alone = s.add({352}, 8 * KiB);
+    ExtentPlan first = planner.plan(alone);
+    CHECK(first.extents.empty());
+    CHECK(first.cost_skipped == std::vector<size_t>{0});
+    REQUIRE(planner.plan(s.add({353, 354, 355, 356}, 8 * KiB)).extents.size() == 4); // pays leaf 352 / 32
+
+    ExtentPlan second = planner.plan(alone); // SnapshotPass::second_look
+    REQUIRE(second.extents.size() == 1);
+    CHECK(second.extents[0].metadata_cost == 0);
+    CHECK(second.cost_skipped.empty());
+    CHECK(second.counters.skipped_cost_bytes == 0);
+}
+
 TEST_CASE("planner: a snapshot's path to its root is paid once per run, split among the extents in it")
 {
     SmallFiles s(/*tree_level=*/1); // one node above the leaves
