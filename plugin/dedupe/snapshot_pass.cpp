@@ -209,6 +209,8 @@ DedupeCounters SnapshotPass::dedupe(const std::vector<DuplicateBlock>& duplicate
 
 DedupeCounters SnapshotPass::second_look(SnapshotReport& report)
 {
+    if (cost_skipped_.empty()) // most snapshots: no plan to make, no question to ask
+        return {};
     std::vector<DuplicateBlock> held;
     held.swap(cost_skipped_);
     std::vector<DuplicateBlock> again;
