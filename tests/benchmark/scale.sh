@@ -30,6 +30,17 @@
 # deletion's), and that nightly run is timed: rows "P3 after retention" (each run also forgets
 # the deleted snapshots; the first night's are day 0's, which located nearly every block).
 #
+# The nights of one point run in a different part of the hour from the nights of the next, and
+# the machine's load drifts over the hour: one run gave nights of 0.58, 0.58 and 0.84 s at 10 and
+# 0.74, 0.93 and 1.19 s at 100. So each point is also replayed: right before its first timed
+# night (that day received, not yet run) the target is unmounted and its image copied, with the
+# index (its mtime and check stamp kept, so a replay's run skips the whole-index check as the
+# live run does). After the last row, REPLAYS rounds (default 3; 0: none) each replay every
+# point in turn, 10, 30, 100, 10, 30, 100, ...: a fresh copy of the point's image on a fresh
+# loop device, the index copied back in place over the series' own (same inode), caches dropped,
+# that night's `run` timed again. The ratio of the replays' medians is the figure free of the
+# hour's drift; each replay must dedupe the bytes its live night did.
+#
 # Each run is `snapdedupe run --json --db INDEX TARGET/backup`, the index outside the target.
 # Per timed row: the snapshots per lineage on disk and processed by the run; wall, user and
 # system time and peak RSS (wait4 of snapdedupe); bytes read (read_bytes of snapdedupe, from
@@ -51,8 +62,8 @@
 #
 #   sudo tests/benchmark/scale.sh
 #   sudo HOST_MIB=64 CHURN_MIB=4 NIGHTS=1 SCALE_POINTS="3 5 8" tests/benchmark/scale.sh   # a quick look
-# SNAPDEDUPE=binary (default: packaging/build.sh's), NIGHTS, INTEGRITY=all, RUN_TIMEOUT, KEEP=1 (keep
-# the work dir).
+# SNAPDEDUPE=binary (default: packaging/build.sh's), NIGHTS, REPLAYS, INTEGRITY=all, RUN_TIMEOUT,
+# KEEP=1 (keep the work dir).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 [ "$(id -u)" -eq 0 ] || { echo "scale.sh: must run as root" >&2; exit 1; }
@@ -63,6 +74,8 @@ integrity=${INTEGRITY:-involved}
 run_timeout=${RUN_TIMEOUT:-0} # 0: none
 nights=${NIGHTS:-3}
 [[ $nights =~ ^[1-9][0-9]*$ ]] || { echo "scale.sh: NIGHTS must be a positive number" >&2; exit 2; }
+replays=${REPLAYS:-3}
+[[ $replays =~ ^[0-9]+$ ]] || { echo "scale.sh: REPLAYS must be a number" >&2; exit 2; }
 prev=-$nights
 for p in "${points[@]}"; do
     [[ $p =~ ^[0-9]+$ ]] && [ "$p" -ge $((prev + nights)) ] && [ "$p" -gt 0 ] ||
@@ -192,6 +205,8 @@ timed() { # row label, day: the nightly run, timed on cold caches
     mapfile -t entries < <(involved)
     manifest "$tgt/backup" "${entries[@]}" >"$tmp/manifest.before"
     read -r d0 m0 copies < <(space "$tgt")
+    # The source's cleaner is still dropping the parent that send_day deleted; not in the timing.
+    btrfs -q subvolume sync "$src"
     sync
     echo 3 >/proc/sys/vm/drop_caches
     load=$(cut -d' ' -f1 /proc/loadavg)
@@ -209,6 +224,44 @@ print(j["snapshots_processed"], j["bytes_changed"], j["deduped_bytes"])' "$tmp/r
     echo "$(date +%T) $label (day $day): ${results[-1]}" >&2
 }
 
+# --- the replays ----------------------------------------------------------------------------
+
+release() { # mountpoint device: unmounts and detaches them now, and drops them from cleanup's lists
+    local mnt=$1 dev=$2 m l keep_mounts=() keep_loops=()
+    umount "$mnt"
+    losetup -d "$dev"
+    # Copies of one filesystem share its UUID: the kernel must not take the next copy for this one.
+    btrfs device scan --forget >/dev/null 2>&1 || true
+    for m in "${mounts[@]}"; do [ "$m" = "$mnt" ] || keep_mounts+=("$m"); done
+    for l in "${loops[@]}"; do [ "$l" = "$dev" ] || keep_loops+=("$l"); done
+    mounts=("${keep_mounts[@]}") loops=("${keep_loops[@]}")
+}
+save_point() { # point: the target and the index as they are before the point's first timed night
+    umount "$tgt"
+    cp --sparse=always "$tmp/target.img" "$tmp/point-$1.img"
+    mount -o noatime "$tgt_dev" "$tgt"
+    cp -p --preserve=xattr "$tmp/index.sqlite" "$tmp/point-$1.sqlite"
+}
+replay_results=()
+replay() { # point round: that night again, on a fresh copy of the point's image and index
+    local p=$1 r=$2 img=$tmp/replay-$1-$2.img mnt=$tmp/replay.mnt dev report
+    cp --sparse=always "$tmp/point-$p.img" "$img"
+    rm -f "$tmp/index.sqlite-wal" "$tmp/index.sqlite-shm"
+    cp -p --preserve=xattr "$tmp/point-$p.sqlite" "$tmp/index.sqlite" # in place: the same inode
+    attach "$img" "$mnt" --direct-io=on
+    dev=${loops[-1]}
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+    python3 "$tmp/measure.py" "$tmp/time" timeout "$run_timeout" "$SNAPDEDUPE" run --json --db "$tmp/index.sqlite" \
+        "$mnt/backup" >"$tmp/replay.$p.$r.json" 2>"$tmp/replay.$p.$r.err" || true
+    report=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["deduped_bytes"])' \
+        "$tmp/replay.$p.$r.json" 2>/dev/null || echo -)
+    release "$mnt" "$dev"
+    rm "$img"
+    replay_results+=("$p $r $report $(cat "$tmp/time")")
+    echo "$(date +%T) replay of $p, round $r: ${replay_results[-1]}" >&2
+}
+
 # --- the benchmark ---------------------------------------------------------------------------
 
 started=$(date +%s)
@@ -216,6 +269,7 @@ echo "$(date +%T) building days 0-$((points[0] - 1)) (load $(cut -d' ' -f1-3 /pr
 src=$tmp/src.mnt tgt=$tmp/tgt.mnt
 new_btrfs "$tmp/src.img" "$src" $((host_mib * 6 + churn_mib * 40 + 4096))
 new_btrfs "$tmp/target.img" "$tgt" $((host_mib * 6 + (last + 2 * nights + 1) * churn_mib * 5 + 4096)) --direct-io=on
+tgt_dev=${loops[-1]}
 mkdir "$src/snaps" "$tgt/backup"
 for n in 0 1; do
     btrfs -q subvolume create "$src/${hosts[n]}"
@@ -231,6 +285,7 @@ for p in "${points[@]}"; do
     for ((night = 1; night <= nights; night++, d++)); do
         echo "$(date +%T) day $d" >&2
         day "$d" first
+        [ "$night" -gt 1 ] || [ "$replays" -eq 0 ] || save_point "$p"
         timed "$p" "$d"
     done
 done
@@ -244,6 +299,13 @@ for ((night = 1; night <= nights; night++, d++)); do
 done
 read -r target_data _ < <(space "$tgt")
 index_size=$(stat -c %s "$tmp/index.sqlite")
+if [ "$replays" -gt 0 ]; then
+    echo "$(date +%T) replaying each point's first night, $replays rounds" >&2
+    release "$tgt" "$tgt_dev"
+    for ((round = 1; round <= replays; round++)); do
+        for p in "${points[@]}"; do replay "$p" "$round"; done
+    done
+fi
 elapsed=$(($(date +%s) - started))
 
 mib() { awk -v b="$1" 'BEGIN { printf "%.0f MiB", b / 1048576 }'; }
@@ -277,7 +339,41 @@ for p in "${points[@]}" "$last-after-retention"; do
     echo "median nightly wall at ${p/-after-retention/ after retention}: $(median_wall "$p") s"
 done
 awk -v a="$(median_wall "${points[0]}")" -v b="$(median_wall "$last")" -v p="${points[0]}" -v q="$last" \
-    'BEGIN { printf "nightly wall at %d / at %d (medians): %.2f (done when <= 1.2)\n", q, p, b / a }'
+    'BEGIN { printf "nightly wall at %d / at %d (medians of the nights): %.2f (done when <= 1.2)\n", q, p, b / a }'
+if [ "$replays" -gt 0 ]; then
+    first_night_deduped() { # point: what its first timed night deduped
+        local r label deduped
+        for r in "${results[@]}"; do
+            read -r label _ _ _ _ deduped _ <<<"$r"
+            [ "$label" = "$1" ] && { echo "$deduped"; return; }
+        done
+    }
+    median_replay() { # point: the median wall time of its replays
+        local r
+        for r in "${replay_results[@]}"; do
+            read -r point _ _ wall _ <<<"$r"
+            [ "$point" = "$1" ] && echo "$wall"
+        done | sort -g | awk '{ w[NR] = $1 } END { print NR % 2 ? w[(NR + 1) / 2] : (w[NR / 2] + w[NR / 2 + 1]) / 2 }'
+    }
+    echo
+    echo "Replays of each point's first night, interleaved ($replays rounds):"
+    echo
+    echo "| snapshots | round | wall s | user s | sys s | peak RSS | read | deduped | as the live night |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+    for r in "${replay_results[@]}"; do
+        read -r point round deduped wall user sys rss rbytes rc <<<"$r"
+        [ "$rc" = 0 ] || round="$round (exit $rc)"
+        live=$(first_night_deduped "$point")
+        [ "$deduped" = "$live" ] && same=same || same="DIFFERENT ($live)"
+        [ "$deduped" = - ] || deduped=$(mib "$deduped")
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$point" "$round" "$wall" "$user" "$sys" \
+            "$(mib $((rss * 1024)))" "$(mib "$rbytes")" "$deduped" "$same"
+    done
+    echo
+    for p in "${points[@]}"; do echo "median replay wall at $p: $(median_replay "$p") s"; done
+    awk -v a="$(median_replay "${points[0]}")" -v b="$(median_replay "$last")" -v p="${points[0]}" -v q="$last" \
+        'BEGIN { printf "nightly wall at %d / at %d (medians of the replays): %.2f (done when <= 1.2)\n", q, p, b / a }'
+fi
 awk '$1 ~ /^day/ { n++; s += $2; if ($2 > m) m = $2 } $1 ~ /^first/ { f = $2 }
      END { printf "untimed runs (warm caches): the first %.1f s; %d daily, mean %.2f s, max %.2f s\n", f, n, n ? s / n : 0, m }' \
     "$tmp/catch-up.times"
