@@ -50,15 +50,16 @@
 # each lineage: the oldest on disk, the newest processed before, and the new one; INTEGRITY=all:
 # every snapshot on the target) hashes (b2sum) the same after the run as before it. Caches are
 # dropped before each timed run. Prints a markdown table, each point's median wall time, and the
-# ratio of the medians at the last and the first point.
+# ratio of the medians at the last and the first point; then the replays' table, medians and ratio.
 #
 # Needs root. Not run by CI. At the defaults (2 x 1 GiB hosts, 50 MiB of churn per host a day,
-# 100 days) on 2 cores: about 10 minutes up to the row at 100 (the series, the daily runs, the
-# timed runs and their hashing), and the target holds about 3 GiB of data (sparse images in /tmp).
+# 100 days) on 2 cores: about 15 minutes up to the row at 100 (the series, the daily runs, the
+# timed runs and their hashing), and the target holds about 3 GiB of data (sparse images in /tmp,
+# and a copy of the target as it was at each point).
 # The retention row's run took 22 minutes with snapdedupe b08cb1b (forgetting the deleted
 # snapshots: a LOGICAL_INO per indexed block of theirs), 14 s since d12650a (one per replaced
-# file); RUN_TIMEOUT=seconds bounds each timed run (a run stopped so shows exit 124). About 6
-# minutes in all on a quiet machine.
+# file); RUN_TIMEOUT=seconds bounds each timed run (a run stopped so shows exit 124). About 25
+# minutes in all with the replays (2026-12-02), each round of which takes about a minute and a half.
 #
 #   sudo tests/benchmark/scale.sh
 #   sudo HOST_MIB=64 CHURN_MIB=4 NIGHTS=1 SCALE_POINTS="3 5 8" tests/benchmark/scale.sh   # a quick look
