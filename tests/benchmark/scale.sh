@@ -199,6 +199,17 @@ involved() { # the snapshots to hash: of each lineage the oldest, the newest two
         (cd "$tgt/backup" && ls -1d "$h".* | LC_ALL=C sort | sed -n '1p; $p' && ls -1d "$h".* | LC_ALL=C sort | tail -2 | head -1)
     done | LC_ALL=C sort -u
 }
+cold_run() { # backup_dir json: one `run`, timed into $tmp/time on dropped caches (stderr: json.err)
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+    python3 "$tmp/measure.py" "$tmp/time" timeout "$run_timeout" "$SNAPDEDUPE" run --json --db "$tmp/index.sqlite" \
+        "$1" >"$2" 2>"${2%.json}.err" || true
+}
+run_fields() { # json field...: the run's report fields on one line, "-" for each if it has none
+    python3 -c 'import json, sys
+j = json.load(open(sys.argv[1]))
+print(*(j[f] for f in sys.argv[2:]))' "$@" 2>/dev/null || printf '%s\n' "$(printf -- '- %.0s' "${@:2}")"
+}
 results=()
 timed() { # row label, day: the nightly run, timed on cold caches
     local label=$1 day=$2 d0 m0 copies d1 m1 load snaps entries
@@ -208,19 +219,13 @@ timed() { # row label, day: the nightly run, timed on cold caches
     read -r d0 m0 copies < <(space "$tgt")
     # The source's cleaner is still dropping the parent that send_day deleted; not in the timing.
     btrfs -q subvolume sync "$src"
-    sync
-    echo 3 >/proc/sys/vm/drop_caches
     load=$(cut -d' ' -f1 /proc/loadavg)
-    python3 "$tmp/measure.py" "$tmp/time" timeout "$run_timeout" "$SNAPDEDUPE" run --json --db "$tmp/index.sqlite" \
-        "$tgt/backup" >"$tmp/run.$label.json" 2>"$tmp/run.$label.err" || true
+    cold_run "$tgt/backup" "$tmp/run.$label.json"
     read -r d1 m1 _ < <(space "$tgt")
     local same=same
     manifest "$tgt/backup" "${entries[@]}" | cmp -s - "$tmp/manifest.before" || same=DIFFERENT
     local report
-    report=$(python3 -c 'import json, sys
-j = json.load(open(sys.argv[1]))
-print(j["snapshots_processed"], j["bytes_changed"], j["deduped_bytes"])' "$tmp/run.$label.json" 2>/dev/null ||
-        echo "- - -")
+    report=$(run_fields "$tmp/run.$label.json" snapshots_processed bytes_changed deduped_bytes)
     results+=("$label $day $snaps $report $(cat "$tmp/time") $((d0 - d1)) $((m1 - m0)) $copies ${#entries[@]} $same $load")
     echo "$(date +%T) $label (day $day): ${results[-1]}" >&2
 }
@@ -245,21 +250,16 @@ save_point() { # point: the target and the index as they are before the point's 
 }
 replay_results=()
 replay() { # point round: that night again, on a fresh copy of the point's image and index
-    local p=$1 r=$2 img=$tmp/replay-$1-$2.img mnt=$tmp/replay.mnt dev report
+    local p=$1 r=$2 img=$tmp/replay-$1-$2.img mnt=$tmp/replay.mnt dev
     cp --sparse=always "$tmp/point-$p.img" "$img"
     rm -f "$tmp/index.sqlite-wal" "$tmp/index.sqlite-shm"
     cp -p --preserve=xattr "$tmp/point-$p.sqlite" "$tmp/index.sqlite" # in place: the same inode
     attach "$img" "$mnt" --direct-io=on
     dev=${loops[-1]}
-    sync
-    echo 3 >/proc/sys/vm/drop_caches
-    python3 "$tmp/measure.py" "$tmp/time" timeout "$run_timeout" "$SNAPDEDUPE" run --json --db "$tmp/index.sqlite" \
-        "$mnt/backup" >"$tmp/replay.$p.$r.json" 2>"$tmp/replay.$p.$r.err" || true
-    report=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["deduped_bytes"])' \
-        "$tmp/replay.$p.$r.json" 2>/dev/null || echo -)
+    cold_run "$mnt/backup" "$tmp/replay.$p.$r.json"
     release "$mnt" "$dev"
     rm "$img"
-    replay_results+=("$p $r $report $(cat "$tmp/time")")
+    replay_results+=("$p $r $(run_fields "$tmp/replay.$p.$r.json" deduped_bytes) $(cat "$tmp/time")")
     echo "$(date +%T) replay of $p, round $r: ${replay_results[-1]}" >&2
 }
 
@@ -329,33 +329,23 @@ for r in "${results[@]}"; do
         "$(mib "$freed")" "$(mib "$growth")" "$(mib $((freed - copies * growth)))" "$same" "$nsnaps" "$load"
 done
 echo
-median_wall() { # label: the median wall time of its nights
-    local r
-    for r in "${results[@]}"; do
-        read -r label _ _ _ _ _ wall _ <<<"$r"
-        [ "$label" = "$1" ] && echo "$wall"
-    done | sort -g | awk '{ w[NR] = $1 } END { print NR % 2 ? w[(NR + 1) / 2] : (w[NR / 2] + w[NR / 2 + 1]) / 2 }'
+fields_of() { # n label row...: field n of each row whose first field is label
+    local n=$1 label=$2
+    shift 2
+    printf '%s\n' "$@" | awk -v n="$n" -v l="$label" '$1 == l { print $n }'
+}
+median() { sort -g | awk '{ w[NR] = $1 } END { print NR % 2 ? w[(NR + 1) / 2] : (w[NR / 2] + w[NR / 2 + 1]) / 2 }'; }
+median_wall() { fields_of 7 "$1" "${results[@]}" | median; } # label: the median wall time of its nights
+ratio_line() { # median at the first point, at the last, what they are medians of
+    awk -v a="$1" -v b="$2" -v p="${points[0]}" -v q="$last" -v of="$3" \
+        'BEGIN { printf "nightly wall at %d / at %d (medians of the %s): %.2f (done when <= 1.2)\n", q, p, of, b / a }'
 }
 for p in "${points[@]}" "$last-after-retention"; do
     echo "median nightly wall at ${p/-after-retention/ after retention}: $(median_wall "$p") s"
 done
-awk -v a="$(median_wall "${points[0]}")" -v b="$(median_wall "$last")" -v p="${points[0]}" -v q="$last" \
-    'BEGIN { printf "nightly wall at %d / at %d (medians of the nights): %.2f (done when <= 1.2)\n", q, p, b / a }'
+ratio_line "$(median_wall "${points[0]}")" "$(median_wall "$last")" nights
 if [ "$replays" -gt 0 ]; then
-    first_night_deduped() { # point: what its first timed night deduped
-        local r label deduped
-        for r in "${results[@]}"; do
-            read -r label _ _ _ _ deduped _ <<<"$r"
-            [ "$label" = "$1" ] && { echo "$deduped"; return; }
-        done
-    }
-    median_replay() { # point: the median wall time of its replays
-        local r
-        for r in "${replay_results[@]}"; do
-            read -r point _ _ wall _ <<<"$r"
-            [ "$point" = "$1" ] && echo "$wall"
-        done | sort -g | awk '{ w[NR] = $1 } END { print NR % 2 ? w[(NR + 1) / 2] : (w[NR / 2] + w[NR / 2 + 1]) / 2 }'
-    }
+    median_replay() { fields_of 4 "$1" "${replay_results[@]}" | median; } # point: the median wall of its replays
     echo
     echo "Replays of each point's first night, interleaved ($replays rounds):"
     echo
@@ -364,7 +354,7 @@ if [ "$replays" -gt 0 ]; then
     for r in "${replay_results[@]}"; do
         read -r point round deduped wall user sys rss rbytes rc <<<"$r"
         [ "$rc" = 0 ] || round="$round (exit $rc)"
-        live=$(first_night_deduped "$point")
+        live=$(fields_of 6 "$point" "${results[@]}" | head -1) # what its first live night deduped
         [ "$deduped" = "$live" ] && same=same || same="DIFFERENT ($live)"
         [ "$deduped" = - ] || deduped=$(mib "$deduped")
         printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$point" "$round" "$wall" "$user" "$sys" \
@@ -372,8 +362,7 @@ if [ "$replays" -gt 0 ]; then
     done
     echo
     for p in "${points[@]}"; do echo "median replay wall at $p: $(median_replay "$p") s"; done
-    awk -v a="$(median_replay "${points[0]}")" -v b="$(median_replay "$last")" -v p="${points[0]}" -v q="$last" \
-        'BEGIN { printf "nightly wall at %d / at %d (medians of the replays): %.2f (done when <= 1.2)\n", q, p, b / a }'
+    ratio_line "$(median_replay "${points[0]}")" "$(median_replay "$last")" replays
 fi
 awk '$1 ~ /^day/ { n++; s += $2; if ($2 > m) m = $2 } $1 ~ /^first/ { f = $2 }
      END { printf "untimed runs (warm caches): the first %.1f s; %d daily, mean %.2f s, max %.2f s\n", f, n, n ? s / n : 0, m }' \
